@@ -1,0 +1,37 @@
+"""What every stage flow shares: paths, validation before work, one-line errors, metrics files."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tasks import config
+from tasks.common import ROOT, atomic_path, die_cleanly, write_json
+
+MODELS = ROOT / "models"
+METRICS = ROOT / "metrics"
+
+
+def run_stage(flow, sections: tuple[str, ...]) -> None:
+    """Validate the params sections a stage reads, then run its flow; user errors print one line."""
+    def main():
+        params = config.read_params()
+        for s in sections:
+            config.load(s, params)
+        flow()
+    die_cleanly(main)
+
+
+def write_metrics(stage: str, metrics: dict) -> None:
+    """metrics/<stage>.json: the DVC metrics file (`dvc metrics show`)."""
+    write_json(METRICS / f"{stage}.json", metrics)
+
+
+def write_steps(stage: str, history: list[dict]) -> Path:
+    """metrics/<stage>_steps.csv: the per-step curves `dvc plots show` draws."""
+    path = METRICS / f"{stage}_steps.csv"
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    return path

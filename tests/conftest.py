@@ -1,0 +1,104 @@
+"""Shared fixtures: a throw-away copy of the project on the tiny profile, and a real Prefect server.
+
+Nothing here mocks a component of ours: DVC, Prefect and MLflow run for real, on 127.0.0.1, in a temp
+directory, bounded in time and stopped by PID.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# Never copied into a test project: local run state and outputs of the developer's own runs.
+SKIP = {".venv", ".git", ".prefect", ".cache", "mlflow.db", "mlartifacts", "mlruns", "models", ".pytest_cache",
+        "__pycache__", "prepared", "metrics", "dvc.lock"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project_env(root: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(root), DVC_NO_ANALYTICS="1",
+               PREFECT_HOME=str(root / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               TOKENIZERS_PARALLELISM="false", MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    env.pop("RLHF_ROOT", None)
+    env.update(extra)
+    return env
+
+
+def make_project(dest: Path, profile: str | None = "tiny") -> Path:
+    """Copy the project (code, params, data) to dest as a fresh git + DVC repo on the given profile."""
+    shutil.copytree(REPO, dest, ignore=lambda d, names: [n for n in names if n in SKIP or n.startswith(".reviews")])
+    env = project_env(dest)
+    run = lambda *cmd: subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True, timeout=120)  # noqa
+    run("git", "init", "-q")
+    run("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "test project")
+    if profile:
+        run(sys.executable, "-m", "tasks.profile", profile)
+    return dest
+
+
+def run_cmd(root: Path, *cmd, timeout=600, check=True, **env_extra) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=root, env=project_env(root, **env_extra), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on 127.0.0.1 (SQLite), shared by the session; stopped by PID at the end."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_API_URL="")
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError("prefect server did not become healthy in 90 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, prefect_server):
+    """The tiny-profile project after `dvc repro sft` (base -> prepare -> sft), run once per session."""
+    root = make_project(tmp_path_factory.mktemp("tiny") / "proj")
+    base_files = None
+    t0 = time.time()
+    run_cmd(root, "dvc", "repro", "sft", PREFECT_API_URL=prefect_server)
+    return {"root": root, "seconds": time.time() - t0, "prefect_api": prefect_server, "base_files": base_files}
