@@ -58,7 +58,7 @@ class BaseConfig(Section):
 
 class CorpusConfig(Section):
     output: str = Field("data/reviews.jsonl", description="where the corpus is written (committed to git)")
-    n_briefs: int = Field(2600, ge=10, description="reviews asked for (some are dropped by the cleaner)")
+    n_briefs: int = Field(2150, ge=10, description="reviews asked for (some are dropped by the cleaner)")
     batch_size: int = Field(48, ge=1, description="reviews generated at once")
     max_new_tokens: int = Field(96, ge=16, description="token budget of one review")
     temperature: float = Field(0.9, gt=0, description="sampling temperature of the writer")

@@ -1,0 +1,103 @@
+"""The one place that samples text and scores it token by token (sample, PPO, RTO, DPO and eval use it).
+
+Layout of a scored batch ("packed"): queries left-padded to P tokens, responses right-padded to L tokens,
+so every row's response starts at column P and the logits that predict it are logits[:, P-1 : P+L-1].
+Masks come from lengths, never from token ids: with EOS used as pad (SmolLM2 ships that way) a mask
+built from `!= pad` would also drop the real EOS a response ends with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from tasks.batching import encode_prompt
+from tasks.losses import token_logprobs
+from tasks.train import autocast
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 48
+    temperature: float = 1.0   # RLHF default: sample from the policy itself
+    top_k: int = 0             # 0 = off
+    top_p: float = 1.0         # 1 = off
+    batch_size: int = 32
+
+
+def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device: str = "cpu",
+           dtype=torch.float32, max_prompt_len: int = 64, desc: str = "sampling") -> list[dict]:
+    """n_per_prompt responses for each prompt, seeded.
+
+    Returns one dict per response: prompt_index, query (token ids), response (token ids, cut after the
+    first EOS, EOS included), text (decoded response without special tokens), ended (bool: ended on EOS).
+    A temperature of 0 means greedy decoding.
+    """
+    queries = [encode_prompt(p, tok, max_prompt_len) for p in prompts]
+    jobs = [(i, q) for i, q in enumerate(queries) for _ in range(n_per_prompt)]
+    greedy = cfg.temperature == 0
+    gen_kw = dict(do_sample=not greedy, max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id, use_cache=True)
+    if not greedy:
+        gen_kw.update(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    model.eval()
+    out = []
+    for b, start in enumerate(tqdm(range(0, len(jobs), cfg.batch_size), desc=desc, dynamic_ncols=True)):
+        chunk = jobs[start: start + cfg.batch_size]
+        P = max(len(q) for _, q in chunk)
+        ids = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for _, q in chunk], device=device)
+        mask = torch.tensor([[0] * (P - len(q)) + [1] * len(q) for _, q in chunk], device=device)
+        torch.manual_seed(seed * 100_003 + b)  # per-batch seed: results do not depend on earlier batches
+        with torch.no_grad(), autocast(device, dtype):
+            gen = model.generate(input_ids=ids, attention_mask=mask, **gen_kw)[:, P:].tolist()
+        for (i, q), resp in zip(chunk, gen):
+            ended = tok.eos_token_id in resp
+            resp = resp[: resp.index(tok.eos_token_id) + 1] if ended else resp
+            out.append({"prompt_index": i, "query": q, "response": resp, "ended": ended,
+                        "text": tok.decode(resp, skip_special_tokens=True)})
+    return out
+
+
+def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, device: str = "cpu") -> dict:
+    """Left-pad queries, right-pad responses; position ids that ignore the left padding."""
+    P, L = max(len(q) for q in queries), max(max(len(r) for r in responses), 1)
+    ids, attn, rmask = [], [], []
+    for q, r in zip(queries, responses):
+        lp, rp = P - len(q), L - len(r)
+        ids.append([pad_id] * lp + q + r + [pad_id] * rp)
+        attn.append([0] * lp + [1] * (len(q) + len(r)) + [0] * rp)
+        rmask.append([1] * len(r) + [0] * rp)
+    attn_t = torch.tensor(attn, device=device)
+    ids_t = torch.tensor(ids, device=device)
+    return {"input_ids": ids_t, "attention_mask": attn_t,
+            "position_ids": (attn_t.cumsum(-1) - 1).clamp_min(0),
+            "response": ids_t[:, P:], "response_mask": torch.tensor(rmask, device=device, dtype=torch.float),
+            "P": P}
+
+
+def response_logits(model, packed: dict) -> torch.Tensor:
+    """Logits (B, L, V) that predict the response tokens."""
+    P, L = packed["P"], packed["response"].shape[1]
+    logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+                   position_ids=packed["position_ids"]).logits
+    return logits[:, P - 1: P + L - 1]
+
+
+def response_logprobs(model, packed: dict, temperature: float = 1.0) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of each response token (B, L), 0 on padding; same temperature as sampling."""
+    return token_logprobs(response_logits(model, packed), packed["response"], temperature) * packed["response_mask"]
+
+
+@torch.no_grad()
+def batched_logprobs(model, queries, responses, pad_id: int, temperature: float = 1.0, batch_size: int = 16,
+                     device: str = "cpu", dtype=torch.float32, desc: str | None = None) -> list[torch.Tensor]:
+    """Per-token log-probs of many (query, response) pairs, forward-only; one 1-D tensor per pair."""
+    out = []
+    rng = range(0, len(queries), batch_size)
+    for i in (tqdm(rng, desc=desc, dynamic_ncols=True, leave=False) if desc else rng):
+        packed = pack(queries[i: i + batch_size], responses[i: i + batch_size], pad_id, device)
+        with autocast(device, dtype):
+            lp = response_logprobs(model, packed, temperature).float().cpu()
+        out += [row[: len(r)] for row, r in zip(lp, responses[i: i + batch_size])]
+    return out

@@ -1,0 +1,47 @@
+"""Config validation: a bad value is one clear line naming the field, before any work starts."""
+import math
+
+import pytest
+
+from tasks import config
+from tests.conftest import REPO, make_project, run_cmd
+
+
+@pytest.fixture()
+def params():
+    return config.read_params(REPO / "params.yaml")
+
+
+def test_default_params_are_valid(params):
+    for section in config.SECTIONS:
+        config.load(section, params)
+
+
+@pytest.mark.parametrize("section, patch, expect", [
+    ("sft", {"lr": -1.0}, "params.yaml: sft.lr: Input should be greater than 0"),
+    ("sft", {"lrr": 1e-4}, "params.yaml: sft.lrr: unknown key"),
+    ("sft", {"batch_size": "eight"}, "params.yaml: sft.batch_size: Input should be a valid integer"),
+    ("sft", {"max_grad_norm": math.nan}, "params.yaml: sft.max_grad_norm"),
+    ("sft", {"lora": {"r": 0}}, "params.yaml: sft.lora.r: Input should be greater than or equal to 1"),
+    ("prepare", {"splits": {"sft": 0.9, "eval": 0.5}}, "split shares sum to"),
+    ("prepare", {"min_prompt_words": 5, "max_prompt_words": 2}, "max_prompt_words must be >="),
+    ("base", {"sha256": None}, "base.sha256 is required"),
+    ("compute", {"device": "tpu"}, "params.yaml: compute.device: Input should be 'auto', 'cpu' or 'cuda'"),
+])
+def test_bad_values_name_the_field(params, section, patch, expect):
+    bad = dict(params)
+    bad[section] = {**params[section], **patch}
+    with pytest.raises(config.ConfigError) as e:
+        config.load(section, bad)
+    msg = str(e.value)
+    assert expect in msg and "\n" not in msg
+
+
+def test_stage_exits_with_one_line_and_no_traceback(tmp_path):
+    root = make_project(tmp_path / "proj")
+    text = (root / "params.yaml").read_text().replace("lr: 0.001", "lr: -0.001")
+    (root / "params.yaml").write_text(text)
+    proc = run_cmd(root, "python", "-m", "flows.sft", check=False, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: params.yaml: sft.lr: Input should be greater than 0 (got -0.001)"]
+    assert not (root / "models").exists()  # nothing was started

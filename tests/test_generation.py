@@ -1,0 +1,67 @@
+"""The generation module: its log-probs are the sampled distribution's, whatever the padding."""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tasks.base_model import tiny_tokenizer
+from tasks.generation import SamplingConfig, batched_logprobs, sample
+
+TEXTS = ["the movie was great and the acting was superb", "a dull plot, a boring ending and bad jokes",
+         "I loved the music but the story was thin"] * 20
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = tiny_tokenizer(TEXTS, vocab_size=300)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    return LlamaForCausalLM(cfg).eval(), tok
+
+
+PROMPTS = ["the movie", "a dull plot, a boring", "I loved"]  # different lengths -> left padding
+
+
+def plain_logprobs(model, query, response, temperature):
+    ids = torch.tensor([query + response])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(query) - 1: -1] / temperature
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_equal_a_plain_forward_pass(lm, temperature):
+    model, tok = lm
+    cfg = SamplingConfig(max_new_tokens=12, temperature=temperature, batch_size=4)
+    samples = sample(model, tok, PROMPTS, 3, cfg, seed=1)
+    assert len(samples) == 9 and len({len(s["response"]) for s in samples}) >= 1
+    got = batched_logprobs(model, [s["query"] for s in samples], [s["response"] for s in samples],
+                           tok.pad_token_id, temperature=temperature, batch_size=5)
+    for s, lp in zip(samples, got):
+        assert torch.allclose(lp, plain_logprobs(model, s["query"], s["response"], temperature), atol=1e-5)
+
+
+def test_logprobs_match_the_scores_generate_sampled_from(lm):
+    model, tok = lm
+    q = tok("the movie")["input_ids"]
+    torch.manual_seed(3)
+    out = model.generate(input_ids=torch.tensor([q]), do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
+                         max_new_tokens=6, min_new_tokens=6, output_scores=True, return_dict_in_generate=True,
+                         pad_token_id=tok.pad_token_id, eos_token_id=None)
+    resp = out.sequences[0, len(q):].tolist()
+    ref = torch.stack([torch.log_softmax(s[0], -1)[t] for s, t in zip(out.scores, resp)])
+    got = batched_logprobs(model, [q], [resp], tok.pad_token_id, temperature=0.7)[0]
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_stops_at_eos(lm):
+    model, tok = lm
+    cfg = SamplingConfig(max_new_tokens=10, batch_size=8)
+    a = sample(model, tok, PROMPTS, 2, cfg, seed=5)
+    b = sample(model, tok, PROMPTS, 2, cfg, seed=5)
+    assert [s["response"] for s in a] == [s["response"] for s in b]
+    for s in a:
+        eos = tok.eos_token_id
+        assert (s["response"][-1] == eos) == s["ended"] and s["response"].count(eos) <= 1
+        assert len(s["response"]) <= 10
