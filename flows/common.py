@@ -35,3 +35,24 @@ def write_steps(stage: str, history: list[dict]) -> Path:
         w.writeheader()
         w.writerows(history)
     return path
+
+
+def finish(stage: str, metrics: dict, history: list[dict] | None = None) -> None:
+    """A stage's numbers: MLflow run metrics, metrics/<stage>.json and (if any) the per-step curves."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    if history:
+        write_steps(stage, history)
+    write_metrics(stage, metrics)
+
+
+def stage_params(params: dict, *sections: str) -> dict:
+    return {s: params.get(s) for s in sections}
+
+
+def log_step(step: int, row: dict) -> None:
+    """Live per-step curves in MLflow (called from the training loop)."""
+    from tasks import tracking
+
+    tracking.log_history([row], prefix="train/")

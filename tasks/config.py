@@ -143,6 +143,35 @@ class SFTConfig(TrainConfig):
     pass
 
 
+class Generation(Section):
+    max_new_tokens: int = Field(48, ge=1, description="response length budget in tokens")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature (RLHF default 1: the policy itself; 0: greedy)")
+    top_k: int = Field(0, ge=0, description="top-k filtering (0: off)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus filtering (1: off)")
+    batch_size: int = Field(32, ge=1, description="sequences generated at once")
+
+
+class SampleConfig(Section):
+    labeler: str = Field("simulated", description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
+                                                   "(human comparisons from sample.dataset) or 'module:Class'")
+    gold_scorer: str = Field("tasks.gold:vader", description="'module:function' str -> float standing in for humans")
+    tau: float = Field(0.1, ge=0, description="annotator noise: P(a > b) = sigmoid((g(a) - g(b)) / tau); 0 = noiseless")
+    k: int = Field(4, ge=2, description="completions sampled per prompt (all k-choose-2 pairs are labeled)")
+    max_prompts: Optional[int] = Field(None, ge=1, description="use only the first N comparison prompts")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept (the end of longer prompts)")
+    dataset: Optional[str] = Field(None, description="labeler 'dataset': local JSONL or HF id (TRL or HH format)")
+    seed: int = Field(0, description="seed of sampling and of the simulated annotators")
+    generation: Generation = Field(default_factory=Generation, description="how completions are sampled")
+
+
+class RMConfig(TrainConfig):
+    batch_size: int = Field(8, ge=1, description="prompts per optimizer step (all pairs of a prompt together)")
+    center_coef: float = Field(0.01, ge=0, description="reward-centering coefficient: eta * (r_c + r_r)^2")
+    use_margin: bool = Field(False, description="subtract a pair's 'margin' field inside the sigmoid")
+    heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts whose pairs are held out")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+
+
 class ComputeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on CPU")
@@ -160,6 +189,8 @@ SECTIONS = {
     "corpus": CorpusConfig,
     "prepare": PrepareConfig,
     "sft": SFTConfig,
+    "sample": SampleConfig,
+    "rm": RMConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }

@@ -7,8 +7,6 @@ built from `!= pad` would also drop the real EOS a response ends with.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tqdm import tqdm
 
@@ -17,18 +15,9 @@ from tasks.losses import token_logprobs
 from tasks.train import autocast
 
 
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 48
-    temperature: float = 1.0   # RLHF default: sample from the policy itself
-    top_k: int = 0             # 0 = off
-    top_p: float = 1.0         # 1 = off
-    batch_size: int = 32
-
-
 def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device: str = "cpu",
            dtype=torch.float32, max_prompt_len: int = 64, desc: str = "sampling") -> list[dict]:
-    """n_per_prompt responses for each prompt, seeded.
+    """n_per_prompt responses for each prompt, seeded (cfg: a config.Generation).
 
     Returns one dict per response: prompt_index, query (token ids), response (token ids, cut after the
     first EOS, EOS included), text (decoded response without special tokens), ended (bool: ended on EOS).

@@ -4,7 +4,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tasks.base_model import tiny_tokenizer
-from tasks.generation import SamplingConfig, batched_logprobs, sample
+from tasks.config import Generation as SamplingConfig
+from tasks.generation import batched_logprobs, sample
 
 TEXTS = ["the movie was great and the acting was superb", "a dull plot, a boring ending and bad jokes",
          "I loved the music but the story was thin"] * 20

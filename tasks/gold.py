@@ -1,0 +1,41 @@
+"""Gold scorers: `str -> float` callables that stand in for human judgement (params: `sample.gold_scorer`).
+
+Any importable callable works, named 'module:function'. The default is VADER's compound sentiment score
+(Hutto & Gilbert 2014, the `vadersentiment` package, lexicon shipped, no download): in [-1, 1], higher
+is more positive: the DPO paper's controlled-sentiment preference.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from tasks.common import PipelineError
+
+
+@lru_cache(maxsize=1)
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def vader(text: str) -> float:
+    """VADER compound score in [-1, 1] (positive sentiment is preferred)."""
+    return float(_vader().polarity_scores(text)["compound"])
+
+
+def shorter(text: str) -> float:
+    """Prefers shorter completions: minus the number of words (a deliberately different preference)."""
+    return -float(len(text.split()))
+
+
+def load_scorer(path: str):
+    """Import 'module:function'; a clear error if it does not import or is not callable."""
+    mod, _, fn = path.partition(":")
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise PipelineError(f"params.yaml: sample.gold_scorer: cannot import '{path}' ({e})") from None
+    if not callable(f):
+        raise PipelineError(f"params.yaml: sample.gold_scorer: '{path}' is not callable")
+    return f

@@ -1,0 +1,157 @@
+"""The reward model: a scalar head on the SFT model, read at the last token of prompt + response.
+
+The same forward (`token_scalars`) gives PPO's value model its per-token values, since InstructGPT
+initialises the critic from the reward model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from tasks.batching import encode_prompt
+from tasks.common import read_jsonl, seed_everything
+from tasks.generation import pack
+from tasks.losses import reward_model_loss
+from tasks.train import add_lora, autocast, fit, merged, to_device
+
+NORM_FILE = "reward_norm.json"
+
+
+def load_scalar_model(path: Path, device: str = "cpu"):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype="float32",
+                                                               use_safetensors=True)
+    model.config.pad_token_id = tok.pad_token_id
+    return model.to(device), tok
+
+
+def token_scalars(model, packed: dict) -> torch.Tensor:
+    """The scalar head applied at every position (B, T): backbone hidden states -> score."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    hidden = backbone(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+                      position_ids=packed["position_ids"]).last_hidden_state
+    head = base.score if hasattr(base, "score") else base.classifier
+    return head(hidden).squeeze(-1).float()
+
+
+def sequence_rewards(model, packed: dict) -> torch.Tensor:
+    """r(x, y): the head's output at the last response token (B,)."""
+    last = packed["P"] + packed["response_mask"].sum(1).long() - 1
+    return token_scalars(model, packed).gather(1, last[:, None]).squeeze(1)
+
+
+def response_ids(tok, text: str, ended: bool, max_len: int) -> list[int]:
+    ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
+    return ids + [tok.eos_token_id] if ended and len(ids) < max_len else ids or [tok.eos_token_id]
+
+
+def is_heldout(prompt_id: str, frac: float) -> bool:
+    return int(hashlib.sha1(prompt_id.encode()).hexdigest(), 16) % 10_000 < frac * 10_000
+
+
+def build_groups(pairs: list[dict], tok, cfg) -> tuple[list[dict], list[dict]]:
+    """Pairs grouped by prompt, each completion tokenized once: (train groups, held-out groups)."""
+    by_prompt: dict[str, dict] = {}
+    max_resp = cfg.max_length - cfg.max_prompt_len
+    for p in pairs:
+        g = by_prompt.setdefault(p["prompt_id"], {"prompt_id": p["prompt_id"], "query": encode_prompt(
+            p["prompt"], tok, cfg.max_prompt_len), "texts": {}, "responses": [], "pairs": []})
+        idx = []
+        for side in ("chosen", "rejected"):
+            key = (p[side], p[f"{side}_ended"])
+            if key not in g["texts"]:
+                g["texts"][key] = len(g["responses"])
+                g["responses"].append(response_ids(tok, *key, max_resp))
+            idx.append(g["texts"][key])
+        gold = (p.get("gold_chosen"), p.get("gold_rejected"))
+        g["pairs"].append((*idx, float(p.get("margin", 0.0)) if cfg.use_margin else 0.0, gold))
+    groups = list(by_prompt.values())
+    return ([g for g in groups if not is_heldout(g["prompt_id"], cfg.heldout_frac)],
+            [g for g in groups if is_heldout(g["prompt_id"], cfg.heldout_frac)])
+
+
+def collate_groups(groups: list[dict], pad_id: int) -> dict:
+    """All completions of the groups in one packed batch + index tensors of the pairs."""
+    queries, responses, ci, ri, margin, gid, offset = [], [], [], [], [], [], 0
+    for n, g in enumerate(groups):
+        queries += [g["query"]] * len(g["responses"])
+        responses += g["responses"]
+        for c, r, m, _ in g["pairs"]:
+            ci.append(offset + c), ri.append(offset + r), margin.append(m), gid.append(n)
+        offset += len(g["responses"])
+    batch = pack(queries, responses, pad_id)
+    batch.update(chosen=torch.tensor(ci), rejected=torch.tensor(ri), margin=torch.tensor(margin),
+                 group=torch.tensor(gid))
+    return batch
+
+
+def rm_loss(model, batch, center_coef: float):
+    r = sequence_rewards(model, batch)
+    rc, rr = r[batch["chosen"]], r[batch["rejected"]]
+    loss = reward_model_loss(rc, rr, batch["group"], batch["margin"], center_coef)
+    return loss, {"accuracy": (rc > rr).float().mean().item(), "reward_mean": r.mean().item()}
+
+
+@torch.no_grad()
+def score_groups(model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype) -> list[list[float]]:
+    """Rewards of every completion of every group, in group order."""
+    model.eval()
+    out = []
+    for i in range(0, len(groups), batch_size):
+        batch = to_device(collate_groups(groups[i: i + batch_size], pad_id), device)
+        with autocast(device, dtype):
+            r = sequence_rewards(model, batch).cpu().tolist()
+        for g in groups[i: i + batch_size]:
+            out.append(r[: len(g["responses"])])
+            r = r[len(g["responses"]):]
+    return out
+
+
+def accuracies(groups: list[dict], rewards: list[list[float]]) -> dict:
+    """Share of pairs the RM orders like the label, and like the noiseless gold order (gold ties skipped)."""
+    lab, gold = [], []
+    for g, r in zip(groups, rewards):
+        for c, rj, _, (gc, gr) in g["pairs"]:
+            lab.append(r[c] > r[rj])
+            if gc is not None and gc != gr:
+                gold.append((r[c] > r[rj]) == (gc > gr))
+    out = {"accuracy": sum(lab) / max(len(lab), 1), "n_pairs": len(lab)}
+    if gold:
+        out["gold_accuracy"] = sum(gold) / len(gold)
+    return out
+
+
+def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, dtype, on_step=None) -> dict:
+    """Train the RM, fit its normalization, save to out_dir; return metrics and the step history."""
+    seed_everything(cfg.seed)
+    model, tok = load_scalar_model(sft_dir, device)
+    train, held = build_groups(read_jsonl(pairs_path), tok, cfg)
+    model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
+    history = fit(model, train, partial(collate_groups, pad_id=tok.pad_token_id),
+                  partial(rm_loss, center_coef=cfg.center_coef), cfg, device, dtype, on_step=on_step, desc="rm")
+    model = merged(model)
+    r_train = score_groups(model, train, tok.pad_token_id, cfg.eval_batch_size, device, dtype)
+    r_held = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, device, dtype)
+    # Normalization: rewards of the SFT policy's own completions get mean 0 and std 1 (PPO uses r_norm).
+    flat = [x for r in r_train for x in r]
+    mu, sd = statistics.fmean(flat), statistics.pstdev(flat) or 1.0
+    norm = {"gain": 1.0 / sd, "bias": -mu / sd, "raw_mean": mu, "raw_std": sd}
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    (Path(out_dir) / NORM_FILE).write_text(json.dumps(norm, indent=2))
+    metrics = {f"train_{k}": v for k, v in accuracies(train, r_train).items()}
+    metrics.update({f"heldout_{k}": v for k, v in accuracies(held, r_held).items()})
+    metrics.update(norm_gain=norm["gain"], norm_bias=norm["bias"], steps=len(history))
+    return {"metrics": metrics, "history": history}
+
+
+def load_reward_norm(rm_dir: Path) -> dict:
+    return json.loads((Path(rm_dir) / NORM_FILE).read_text())
