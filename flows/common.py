@@ -11,14 +11,30 @@ MODELS = ROOT / "models"
 METRICS = ROOT / "metrics"
 
 
-def run_stage(flow, sections: tuple[str, ...]) -> None:
-    """Validate the params sections a stage reads, then run its flow; user errors print one line."""
+def run_stage(flow, sections: tuple[str, ...], preflight=None) -> None:
+    """Validate the params sections a stage reads (and, with `preflight(params)`, its inputs) before
+    anything starts, then run its flow; user errors print one line and exit 2."""
     def main():
         params = config.read_params()
         for s in sections:
             config.load(s, params)
+        if preflight:
+            preflight(params)
         flow()
     die_cleanly(main)
+
+
+def no_retry_on_user_error(task, task_run, state) -> bool:
+    """Prefect retry condition: retry transient failures, never a PipelineError (a bad input stays bad)."""
+    from tasks.common import PipelineError
+
+    try:
+        state.result()
+    except PipelineError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def write_metrics(stage: str, metrics: dict) -> None:

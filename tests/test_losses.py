@@ -45,3 +45,47 @@ def test_token_logprobs_use_the_sampling_temperature():
     t = 2.0  # softmax([1, 0]) -> p(0) = e / (e + 1)
     got = token_logprobs(logits, torch.tensor([[0]]), temperature=t).item()
     assert got == pytest.approx(math.log(math.e / (math.e + 1)), abs=1e-6)
+
+
+def test_bradley_terry_loss_hand_computed():
+    from tasks.losses import reward_model_loss
+
+    # Prompt 0 has two pairs with reward gaps 0 and ln 3; prompt 1 one pair with gap -ln 3.
+    # -log σ(0) = ln 2; -log σ(ln 3) = ln(4/3); -log σ(-ln 3) = ln 4.
+    rc = torch.tensor([1.0, math.log(3.0), 0.0])
+    rr = torch.tensor([1.0, 0.0, math.log(3.0)])
+    group = torch.tensor([0, 0, 1])
+    per_prompt = [(math.log(2) + math.log(4 / 3)) / 2, math.log(4)]
+    assert reward_model_loss(rc, rr, group).item() == pytest.approx(sum(per_prompt) / 2, abs=1e-6)
+    # margin m = ln 3 on the second pair turns its gap into 0 -> ln 2.
+    margin = torch.tensor([0.0, math.log(3.0), 0.0])
+    expect = ((math.log(2) + math.log(2)) / 2 + math.log(4)) / 2
+    assert reward_model_loss(rc, rr, group, margin).item() == pytest.approx(expect, abs=1e-6)
+    # centering adds η · mean((r_c + r_r)²) = 0.1 · (4 + 3·(ln 3)² ... computed directly)
+    sq = ((rc + rr) ** 2).mean().item()
+    got = reward_model_loss(rc, rr, group, center_coef=0.1).item()
+    assert got == pytest.approx(sum(per_prompt) / 2 + 0.1 * sq, abs=1e-6)
+
+
+def test_simulated_annotator_probabilities():
+    from tasks.losses import preference_probability
+
+    ga, gb = torch.tensor([0.5, 0.2, 0.3]), torch.tensor([0.5, 0.4, 0.3 - 0.1 * math.log(3)])
+    p = preference_probability(ga, gb, tau=0.1)
+    # σ(0) = 1/2; σ(-2) = 1/(1+e²); σ(ln 3) = 3/4
+    assert p.tolist() == pytest.approx([0.5, 1 / (1 + math.e ** 2), 0.75], abs=1e-6)
+    assert preference_probability(ga, gb, tau=0).tolist() == [0.5, 0.0, 1.0]  # noiseless, ties 1/2
+
+
+def test_simulated_labeler_follows_the_probabilities():
+    from types import SimpleNamespace
+
+    from tasks.labelers import SimulatedLabeler
+
+    comps = [{"text": t, "ended": True, "gold": g} for t, g in [("a", 1.0), ("b", 0.0), ("c", 0.5), ("d", 0.9)]]
+    groups = [{"prompt_id": f"p{i}", "prompt": "x", "completions": comps} for i in range(500)]
+    pairs = SimulatedLabeler(SimpleNamespace(tau=0.5, seed=0)).label(groups)
+    assert len(pairs) == 500 * 6  # all K-choose-2 pairs
+    ab = [p for p in pairs if {p["chosen"], p["rejected"]} == {"a", "b"}]
+    share = sum(p["chosen"] == "a" for p in ab) / len(ab)
+    assert share == pytest.approx(1 / (1 + math.exp(-2)), abs=0.05)   # σ((1 - 0) / 0.5)

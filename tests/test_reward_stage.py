@@ -1,0 +1,127 @@
+"""The sample and rm stages on the tiny profile: simulated labels, dataset labels, bad files, other scorers."""
+import hashlib
+import json
+
+import pytest
+import torch
+import yaml
+
+from tasks.common import read_jsonl
+from tests.conftest import make_project, run_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def set_params(root, **sections):
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for sec, over in sections.items():
+        p[sec] = {**p[sec], **over}
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def digest(path):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir())}
+
+
+def test_tiny_repro_through_rm(tiny_pipeline):
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    s = json.loads((root / "metrics/sample.json").read_text())
+    assert s["n_pairs"] == 6 * s["n_prompts"] and s["n_completions"] == 4 * s["n_prompts"]
+    m = json.loads((root / "metrics/rm.json").read_text())
+    assert m["train_accuracy"] > 0.5 and m["heldout_n_pairs"] > 0
+    norm = json.loads((root / "models/rm/reward_norm.json").read_text())
+    assert norm["gain"] > 0
+    pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
+    assert {"prompt", "chosen", "rejected", "prompt_id"} <= pairs[0].keys()
+
+
+def write_prefs(path, n=60, fmt="trl"):
+    good = ["was a delight, I loved every minute", "is wonderful and the acting is great"]
+    bad = ["was boring and awful, I hated it", "is a dull mess with terrible acting"]
+    with open(path, "w") as f:
+        for i in range(n):
+            prompt = f"Review {i}: the film"
+            c, r = " " + good[i % 2], " " + bad[i % 2]
+            rec = ({"prompt": prompt, "chosen": c, "rejected": r} if fmt == "trl" else
+                   {"chosen": f"\n\nHuman: {prompt}\n\nAssistant:{c}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant:{r}"})
+            f.write(json.dumps(rec) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["trl", "hh"])
+def test_dataset_labeler_trains_the_rm_without_sampling(tmp_path, prefect_server, fmt):
+    root = make_project(tmp_path / "proj")
+    write_prefs(root / "prefs.jsonl", fmt=fmt)
+    set_params(root, sample={"labeler": "dataset", "dataset": "prefs.jsonl"})
+    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=prefect_server)
+    s = json.loads((root / "metrics/sample.json").read_text())
+    assert s == {"n_prompts": 60, "n_pairs": 60}  # no completions were sampled
+    pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
+    assert pairs[0]["chosen"].startswith(" was a delight") and "Assistant" not in pairs[0]["chosen"]
+    m = json.loads((root / "metrics/rm.json").read_text())
+    assert m["train_accuracy"] > 0.9  # an easy, consistent preference
+
+
+@pytest.mark.parametrize("content, expect", [
+    ('{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "chosen": " b"\n', "prefs.jsonl:2: not valid JSON"),
+    ('{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "rejected": " c"}\n', "prefs.jsonl:2: missing or empty 'chosen'"),
+    ("", "prefs.jsonl: no records"),
+])
+def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, content, expect):
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    before = digest(root / "data/comparisons")
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text(content)
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(root, sample={"labeler": "dataset", "dataset": str(bad)})
+        proc = run_cmd(root, "python", "-m", "flows.sample", check=False, PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    finally:
+        (root / "params.yaml").write_text(params)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad.parent}/{expect}"), proc.stderr
+    assert digest(root / "data/comparisons") == before
+
+
+def rm_agreement(rm_dir, pairs, scorer):
+    """Share of decided pairs (under `scorer`) that the RM in rm_dir orders like the scorer."""
+    from tasks.generation import pack
+    from tasks.reward import load_scalar_model, response_ids, sequence_rewards
+
+    model, tok = load_scalar_model(rm_dir)
+    agree = n = 0
+    for p in pairs:
+        gc, gr = scorer(p["chosen"]), scorer(p["rejected"])
+        if gc == gr:
+            continue
+        q = tok(p["prompt"])["input_ids"]
+        packed = pack([q, q], [response_ids(tok, p["chosen"], p["chosen_ended"], 64),
+                               response_ids(tok, p["rejected"], p["rejected_ended"], 64)], tok.pad_token_id)
+        with torch.no_grad():
+            r = sequence_rewards(model.eval(), packed)
+        agree += bool((r[0] > r[1]) == (gc > gr))
+        n += 1
+    return agree / n
+
+
+def test_another_gold_scorer_changes_what_the_rm_learns(tiny_pipeline, tmp_path):
+    from tests.scorers import more_the
+
+    root = tiny_pipeline["root"]
+    api = tiny_pipeline["prefect_api"]
+    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api)
+    vader_rm = tmp_path / "rm-vader"
+    (root / "models/rm").rename(vader_rm)
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(root, sample={"gold_scorer": "tests.scorers:more_the"})
+        run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api)  # no code change: params only
+    finally:
+        (root / "params.yaml").write_text(params)
+    pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
+    assert all(p["gold_chosen"] == more_the(p["prompt"] + p["chosen"]) for p in pairs[:20])
+    new, old = rm_agreement(root / "models/rm", pairs, more_the), rm_agreement(vader_rm, pairs, more_the)
+    print(f"agreement with the 'more the' preference: RM trained on it {new:.3f}, VADER-trained RM {old:.3f}")
+    assert new > old + 0.1
