@@ -172,6 +172,52 @@ class RMConfig(TrainConfig):
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
 
 
+class KLConfig(Section):
+    estimator: Literal["k1", "k2", "k3"] = Field("k1", description="per-token KL estimator (k1: log-ratio, k3: always >= 0)")
+    coef: float = Field(0.05, ge=0, description="beta: KL penalty coefficient (start value when adaptive)")
+    adaptive: bool = Field(True, description="adapt beta to hit kl.target (Ziegler et al. 2019)")
+    target: float = Field(6.0, gt=0, description="target sequence-level KL in nats (adaptive controller)")
+    horizon: int = Field(10000, ge=1, description="controller horizon in episodes")
+
+
+class PPOConfig(Section):
+    seed: int = Field(0, description="seed of prompt order, sampling and ptx batches")
+    iterations: int = Field(8, ge=1, description="rollout + update iterations")
+    rollout_batch_size: int = Field(32, ge=1, description="prompts (episodes) per iteration")
+    minibatch_size: int = Field(8, ge=1, description="episodes per gradient step")
+    ppo_epochs: int = Field(2, ge=1, description="passes over each rollout batch")
+    lr: float = Field(1e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
+    value_lr: float = Field(1e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clip (policy and critic)")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip: float = Field(0.2, gt=0, description="policy ratio clip epsilon")
+    value_clip: float = Field(0.2, gt=0, description="value clip epsilon")
+    vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
+    whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
+    kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty to the SFT model")
+    ptx_coef: float = Field(1.0, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
+    ptx_batch_size: int = Field(4, ge=1, description="pretraining texts per update")
+    ptx_max_length: int = Field(96, ge=8, description="tokens per pretraining text")
+    reward_clip: float = Field(5.0, ge=0, description="clip the normalized score to +-this (PPO-max; 0: off)")
+    running_reward_norm: bool = Field(False, description="normalize scores by running mean/std (PPO-max)")
+    missing_eos_penalty: float = Field(-1.0, le=0, description="added to the score of responses without EOS")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+    generation: Generation = Field(default_factory=Generation, description="rollout sampling")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
+
+    _f = field_validator("lr", "value_lr", "ptx_coef", mode="before")(_no_nan)
+
+
+class EvalConfig(Section):
+    max_prompts: int = Field(96, ge=2, description="held-out evaluation prompts used")
+    seed: int = Field(1234, description="sampling seed (same for every policy)")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+    ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
+    batch_size: int = Field(16, ge=1, description="forward-only batch size")
+    generation: Generation = Field(default_factory=Generation, description="evaluation sampling (DPO paper: T = 1)")
+
+
 class ComputeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on CPU")
@@ -191,6 +237,8 @@ SECTIONS = {
     "sft": SFTConfig,
     "sample": SampleConfig,
     "rm": RMConfig,
+    "ppo": PPOConfig,
+    "eval": EvalConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }

@@ -79,3 +79,114 @@ def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, group: t
     if center_coef:
         loss = loss + center_coef * ((r_chosen + r_rejected) ** 2).mean()
     return loss
+
+
+# ---------------------------------------------------------------- PPO (InstructGPT step 3)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp_min(1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x − mean) / std over the unmasked entries of the whole batch (advantage whitening)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    return (out if shift_mean else out + mean) * mask
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) on tokens sampled from π (Schulman, "Approximating KL").
+
+        k1 = log π − log π_ref                      unbiased, can be negative per token
+        k2 = ½ (log π − log π_ref)²                 biased, low variance
+        k3 = (π_ref/π − 1) − log(π_ref/π)           unbiased, always ≥ 0
+    logp, ref_logp (B, L). Returns (B, L).
+    """
+    d = logp - ref_logp
+    if kind == "k1":
+        return d
+    if kind == "k2":
+        return 0.5 * d ** 2
+    if kind == "k3":
+        return torch.expm1(-d) + d
+    raise ValueError(f"unknown KL estimator {kind!r}")
+
+
+def token_rewards(kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, beta: float,
+                  extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token rewards r_t = −β·KL_t (+ extra_t), with the sequence score added at the last response token.
+
+        r_t = −β KL_t + extra_t + [t = T] · score
+    kl, mask, extra (B, L); score (B,). Padding positions get 0. (`extra` is RTO's token-wise DPO reward.)
+    """
+    r = -beta * kl * mask
+    if extra is not None:
+        r = r + extra * mask
+    last = mask.sum(1).long().clamp_min(1) - 1
+    return r.scatter_add(1, last[:, None], score[:, None].to(r.dtype)) * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over response tokens (Schulman et al. 2016).
+
+        δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   V_{T+1} = 0,   returns R_t = A_t + V_t
+    rewards, values, mask (B, L) with right padding. Returns (advantages, returns), both (B, L).
+    """
+    values = values * mask
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    L = rewards.shape[1]
+    for t in reversed(range(L)):
+        nxt = values[:, t + 1] if t + 1 < L else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * nxt - values[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        adv[:, t] = last
+    return adv, (adv + values) * mask
+
+
+def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                    clip: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """Clipped surrogate objective (Schulman et al. 2017), as a loss to minimize.
+
+        ρ_t = exp(log π_θ − log π_old),   L = E_t[ max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε)) ]
+    All (B, L). Also returns clip fraction and approx-KL ½E[(log ρ)²] as floats.
+    """
+    log_ratio = (logp - old_logp) * mask
+    ratio = torch.exp(log_ratio)
+    loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask).item()
+        approx_kl = masked_mean(0.5 * log_ratio ** 2, mask).item()
+    return loss, {"clipfrac": clipfrac, "approx_kl": approx_kl}
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """Clipped value loss (the PPO2 / "N implementation details" form).
+
+        V_clip = V_old + clip(V − V_old, −ε, ε),   L = ½ E_t[ max((V − R)², (V_clip − R)²) ]
+    """
+    v_clip = old_values + (values - old_values).clamp(-clip, clip)
+    loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clip - returns) ** 2), mask)
+    with torch.no_grad():
+        frac = masked_mean(((values - returns) ** 2 < (v_clip - returns) ** 2).float(), mask).item()
+    return loss, {"vf_clipfrac": frac}
+
+
+def adaptive_kl_update(beta: float, kl: float, target: float, horizon: int, n_steps: int) -> float:
+    """Ziegler et al. (2019) adaptive KL controller.
+
+        e = clip(KL / KL_target − 1, −0.2, 0.2),   β ← β · (1 + e · n_steps / horizon)
+    kl: the observed mean sequence-level KL; n_steps: episodes since the last update.
+    """
+    err = min(max(kl / target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + err * n_steps / horizon)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H(π(·|s_t)) per position (B, L)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)

@@ -1,0 +1,99 @@
+"""Held-out evaluation of a policy against the SFT model: gold reward, win rate, RM score, KL, perplexity.
+
+Used at the end of each policy stage (ppo, dpo, rto) and by the eval stage; every number is computed on
+the policy's own seeded samples of the held-out evaluation prompts.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+
+from tasks.batching import collate, encode_example
+from tasks.generation import batched_logprobs, pack, sample
+from tasks.reward import sequence_rewards
+from tasks.train import autocast, heldout_nll, to_device
+
+
+def win_rate(policy_scores: list[float], baseline_scores: list[float]) -> float:
+    """Share of prompts where the policy's response beats the baseline's; ties count ½."""
+    assert len(policy_scores) == len(baseline_scores) and policy_scores
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy_scores, baseline_scores)) / len(policy_scores)
+
+
+def sequence_kl(logp: list[torch.Tensor], ref_logp: list[torch.Tensor]) -> float:
+    """Mean over samples of Σ_t (log π(y_t) − log π_ref(y_t)): a Monte-Carlo KL(π‖π_ref) on π's samples (nats)."""
+    return sum((a - b).sum().item() for a, b in zip(logp, ref_logp)) / len(logp)
+
+
+@torch.no_grad()
+def rm_scores(rm, norm: dict, samples: list[dict], pad_id: int, device: str, dtype, batch_size: int = 16) -> list[float]:
+    out = []
+    for i in range(0, len(samples), batch_size):
+        s = samples[i: i + batch_size]
+        packed = to_device(pack([x["query"] for x in s], [x["response"] for x in s], pad_id), device)
+        with autocast(device, dtype):
+            out += (sequence_rewards(rm, packed).float() * norm["gain"] + norm["bias"]).tolist()
+    return out
+
+
+def gold_scores(scorer, prompts: list, samples: list[dict]) -> list[float]:
+    return [float(scorer(prompts[s["prompt_index"]] + s["text"] if isinstance(prompts[s["prompt_index"]], str)
+                         else s["text"])) for s in samples]
+
+
+def perplexity(model, tok, texts: list[str], max_length: int, batch_size: int, device: str, dtype) -> float:
+    examples = [encode_example("", t, tok, max_length) for t in texts]
+    return math.exp(heldout_nll(model, examples, partial(collate, pad_id=tok.pad_token_id), batch_size, device,
+                                dtype, desc="perplexity"))
+
+
+def policy_samples(model, tok, prompts, gen_cfg, seed, device, dtype, max_prompt_len, scorer, rm, norm) -> dict:
+    """Seeded samples of `prompts` with their gold and RM scores."""
+    s = sample(model, tok, prompts, 1, gen_cfg, seed, device, dtype, max_prompt_len, desc="eval sampling")
+    return {"samples": s, "gold": gold_scores(scorer, prompts, s),
+            "rm": rm_scores(rm, norm, s, tok.pad_token_id, device, dtype)}
+
+
+def compare(policy, sft, tok, prompts, pol: dict, base: dict, device, dtype, batch_size: int = 16) -> dict:
+    """Metrics of the policy's samples `pol` against the SFT model's samples `base` on the same prompts."""
+    q = [s["query"] for s in pol["samples"]]
+    r = [s["response"] for s in pol["samples"]]
+    lp = batched_logprobs(policy, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
+    ref = batched_logprobs(sft, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
+    n = len(pol["samples"])
+    return {"gold_reward": sum(pol["gold"]) / n, "rm_score": sum(pol["rm"]) / n,
+            "win_rate_gold": win_rate(pol["gold"], base["gold"]), "win_rate_rm": win_rate(pol["rm"], base["rm"]),
+            "kl": sequence_kl(lp, ref), "response_length": sum(len(x) for x in r) / n,
+            "no_eos_rate": sum(not s["ended"] for s in pol["samples"]) / n}
+
+
+def evaluate_policy(policy_dir, sft_dir, rm_dir, cfg, scorer_path: str, device: str, dtype) -> dict:
+    """Everything above for the policy in policy_dir vs models/sft on the held-out eval prompts.
+
+    cfg: the `eval` section (max_prompts, seed, generation, max_prompt_len, ppl_max_length, batch_size).
+    Returns {"policy": metrics, "sft": metrics of SFT against itself (the reference point)}.
+    """
+    from tasks.data import load_split
+    from tasks.gold import load_scorer
+    from tasks.reward import load_reward_norm, load_scalar_model
+    from tasks.sft import load_lm
+
+    scorer = load_scorer(scorer_path)
+    prompts = [r["prompt"] for r in load_split("eval")][: cfg.max_prompts]
+    texts = [r["text"] for r in load_split("pretrain")][: cfg.max_prompts]
+    sft, tok = load_lm(sft_dir, device)
+    policy, _ = load_lm(policy_dir, device)
+    rm, _ = load_scalar_model(rm_dir, device)
+    norm = load_reward_norm(rm_dir)
+    args = (tok, prompts, cfg.generation, cfg.seed, device, dtype, cfg.max_prompt_len, scorer, rm.eval(), norm)
+    base, pol = policy_samples(sft, *args), policy_samples(policy, *args)
+    out = {"policy": compare(policy, sft, tok, prompts, pol, base, device, dtype, cfg.batch_size),
+           "sft": compare(sft, sft, tok, prompts, base, base, device, dtype, cfg.batch_size)}
+    out["policy"]["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
+    out["sft"]["perplexity"] = perplexity(sft, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
+    out["samples"] = [{"prompt": prompts[a["prompt_index"]], "sft": a["text"], "policy": b["text"],
+                       "gold_sft": ga, "gold_policy": gb}
+                      for a, b, ga, gb in zip(base["samples"], pol["samples"], base["gold"], pol["gold"])]
+    return out
