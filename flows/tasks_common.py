@@ -35,3 +35,40 @@ def evaluate(policy_dir: str) -> dict:
                           config.load("sample", params).gold_scorer, *pick_device(config.load("compute", params)))
     return {**res["policy"], **{f"sft_{k}": v for k, v in res["sft"].items()
                                 if k in ("gold_reward", "rm_score", "perplexity", "response_length", "no_eos_rate")}}
+
+
+def skipped(stage: str) -> bool:
+    """True (and a 'skipped' marker output + metrics) when pipeline.algorithms leaves this stage out."""
+    from flows.common import MODELS, write_metrics
+    from tasks.common import atomic_path
+
+    if stage in config.load("pipeline").algorithms:
+        return False
+    with atomic_path(MODELS / stage) as staging:
+        staging.mkdir()
+        (staging / "SKIPPED").write_text(f"{stage} is not in pipeline.algorithms\n")
+    write_metrics(stage, {"skipped": 1})
+    print(f"{stage}: skipped (not in pipeline.algorithms)")
+    return True
+
+
+def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
+    """What every policy stage does around its training: MLflow run, atomic output, held-out evaluation
+    against SFT, registration as a version of '<prefix>-policy' tagged with the algorithm, metrics files."""
+    import mlflow
+
+    from flows.common import MODELS, finish, stage_params
+    from tasks.common import atomic_path
+
+    params = config.read_params()
+    trk = config.load("tracking", params)
+    with tracking.stage_run(stage, trk.experiment, stage_params(params, stage, "eval", "compute")):
+        mlflow.log_params(log_params)
+        mlflow.set_tags(tags)
+        with atomic_path(MODELS / stage) as staging:
+            out = train_task(str(staging))
+            metrics = {**evaluate(str(staging)), **out["metrics"]}
+            register(stage, str(staging), "lm", metrics, tags=tags, name="policy")
+            finish(stage, metrics, out["history"])
+    print(f"{stage}: {metrics}")
+    return metrics

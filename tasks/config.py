@@ -209,6 +209,35 @@ class PPOConfig(Section):
     _f = field_validator("lr", "value_lr", "ptx_coef", mode="before")(_no_nan)
 
 
+class DPOConfig(TrainConfig):
+    beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed label-flip rate epsilon")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+    heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts held out (same hash split as the RM)")
+
+    _b = field_validator("beta", "label_smoothing", mode="before")(_no_nan)
+
+
+class RTOConfig(PPOConfig):
+    token_beta: float = Field(0.05, gt=0, description="beta_1: scale of the DPO model's token-wise log-ratio reward")
+    token_clip: float = Field(0.05, gt=0, description="c: the token reward is clipped to +-c")
+    kl: KLConfig = Field(default_factory=lambda: KLConfig(coef=0.01), description="KL penalty to SFT (RTO code: 0.01)")
+    ptx_coef: float = Field(0.0, ge=0, description="pretraining LM loss weight (RTO uses none)")
+
+
+class PipelineConfig(Section):
+    algorithms: list[Literal["ppo", "dpo", "rto"]] = Field(
+        default_factory=lambda: ["ppo", "dpo", "rto"],
+        description="which policy stages do work (the others record 'skipped'); rto needs dpo")
+
+    @model_validator(mode="after")
+    def _rto_needs_dpo(self):
+        if "rto" in self.algorithms and "dpo" not in self.algorithms:
+            raise ValueError("rto uses the dpo stage's model: add dpo to pipeline.algorithms")
+        return self
+
+
 class EvalConfig(Section):
     max_prompts: int = Field(96, ge=2, description="held-out evaluation prompts used")
     seed: int = Field(1234, description="sampling seed (same for every policy)")
@@ -239,6 +268,9 @@ SECTIONS = {
     "rm": RMConfig,
     "ppo": PPOConfig,
     "eval": EvalConfig,
+    "dpo": DPOConfig,
+    "rto": RTOConfig,
+    "pipeline": PipelineConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }

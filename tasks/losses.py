@@ -190,3 +190,36 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """H(π(·|s_t)) per position (B, L)."""
     logp = F.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+# ---------------------------------------------------------------- DPO family (Rafailov et al. 2023)
+def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+             len_chosen: torch.Tensor | None = None, len_rejected: torch.Tensor | None = None):
+    """Direct preference losses on sequence log-probs (sums over completion tokens), all (B,).
+
+        h = [log π(y_c|x) − log π_ref(y_c|x)] − [log π(y_r|x) − log π_ref(y_r|x)]
+        sigmoid (DPO):        L = −log σ(β h)
+        conservative (cDPO):  L = −(1−ε) log σ(β h) − ε log σ(−β h)      (label_smoothing ε)
+        ipo (Azar et al.):    L = (h̄ − 1/(2β))²,  h̄ from length-averaged log-probs (len_* needed)
+    Returns (mean loss, implicit rewards β(log π − log π_ref) of chosen and rejected, each (B,)).
+    """
+    if loss_type == "ipo":
+        h = ((pi_chosen - ref_chosen) / len_chosen) - ((pi_rejected - ref_rejected) / len_rejected)
+        losses = (h - 1 / (2 * beta)) ** 2
+    elif loss_type == "sigmoid":
+        h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    else:
+        raise ValueError(f"unknown DPO loss type {loss_type!r}")
+    return losses.mean(), beta * (pi_chosen - ref_chosen).detach(), beta * (pi_rejected - ref_rejected).detach()
+
+
+def rto_token_reward(logp_dpo: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, beta1: float,
+                     clip: float) -> torch.Tensor:
+    """RTO's token-wise implicit reward (Zhong et al. 2024): the DPO policy's per-token log-ratio.
+
+        r_t^DPO = clip(β₁ · (log π_dpo(y_t|x,y_<t) − log π_ref(y_t|x,y_<t)), −c, c)
+    All (B, L); padding gets 0.
+    """
+    return (beta1 * (logp_dpo - logp_ref)).clamp(-clip, clip) * mask

@@ -129,3 +129,35 @@ def test_extreme_rewards_stay_finite():
     loss, _ = L.ppo_policy_loss(torch.full((4, 4), 50.0), torch.zeros(4, 4), adv, mask)
     vloss, _ = L.value_loss(torch.zeros(4, 4), torch.zeros(4, 4), ret, mask)
     assert all(torch.isfinite(t).all() for t in (rewards, adv, ret, loss, vloss))
+
+
+def test_dpo_loss_is_log2_when_policy_equals_reference():
+    x = torch.tensor([-5.0, -9.0])
+    for eps in (0.0, 0.2):
+        loss, rc, rr = L.dpo_loss(x, x - 1, x, x - 1, beta=0.1, label_smoothing=eps)
+        assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+        assert rc.abs().sum() == 0 and rr.abs().sum() == 0
+
+
+def test_dpo_sigmoid_cdpo_and_ipo_hand_computed():
+    pc, pr = torch.tensor([-10.0]), torch.tensor([-12.0])
+    rc, rr = torch.tensor([-11.0]), torch.tensor([-11.0])
+    # h = (−10 + 11) − (−12 + 11) = 2 ; β = 0.5 -> βh = 1
+    loss, c, r = L.dpo_loss(pc, pr, rc, rr, beta=0.5)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    assert (c.item(), r.item()) == (0.5, -0.5)
+    loss, _, _ = L.dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(0.9 * math.log(1 + math.exp(-1)) + 0.1 * math.log(1 + math.e), abs=1e-6)
+    # IPO: lengths 2 and 4 -> h̄ = 1/2 − (−1/4) = 3/4 ; target 1/(2β) = 1 -> (3/4 − 1)² = 1/16
+    loss, _, _ = L.dpo_loss(pc, pr, rc, rr, beta=0.5, loss_type="ipo", len_chosen=torch.tensor([2.0]),
+                            len_rejected=torch.tensor([4.0]))
+    assert loss.item() == pytest.approx(1 / 16, abs=1e-6)
+
+
+def test_rto_token_reward_hand_computed():
+    dpo = torch.tensor([[-1.0, -2.0, -3.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -3.2, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    r = L.rto_token_reward(dpo, ref, mask, beta1=0.05, clip=0.02)
+    # β₁·Δ = 0.025 -> clipped 0.02 ; −0.05 -> −0.02 ; 0.01 ; padding 0
+    assert torch.allclose(r, torch.tensor([[0.02, -0.02, 0.01, 0.0]]))
