@@ -1,0 +1,78 @@
+"""DPO and RTO on the tiny profile: parameters move, objectives improve, reference log-probs once."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import run_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def changed_tensors(a, b):
+    return sum(not (a[k] == b[k]).all() for k in a)
+
+
+def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch):
+    """Count the no-grad forward rows through the SFT model during a 2-epoch DPO run."""
+    from tasks import config
+    from tasks.common import read_jsonl
+    from tasks.dpo import train_dpo
+
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    monkeypatch.setattr("tasks.data.OUT", root / "data/prepared")
+    cfg = config.load("dpo", config.read_params(root / "params.yaml")).model_copy(update={"max_steps": None, "epochs": 2.0})
+    pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
+    rows = {"no_grad": 0, "grad": 0}
+
+    from transformers import LlamaForCausalLM
+    orig = LlamaForCausalLM.forward
+
+    def counting(self, *a, **kw):
+        rows["grad" if torch.is_grad_enabled() else "no_grad"] += kw["input_ids"].shape[0]
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", counting)
+    out = train_dpo(cfg, root / "models/sft", root / "data/comparisons/pairs.jsonl", root / "dpo-count", "cpu",
+                    torch.float32)
+    n = out["metrics"]["n_train_pairs"] + out["metrics"]["n_heldout_pairs"]
+    assert n == len(pairs)
+    # reference: chosen + rejected of every pair once; then the held-out accuracy pass (2 per held-out pair)
+    assert rows["no_grad"] == 2 * n + 2 * out["metrics"]["n_heldout_pairs"]
+    # training: 2 epochs, every step a concatenated chosen+rejected batch
+    assert rows["grad"] == 2 * cfg.batch_size * out["metrics"]["steps"]
+
+
+def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pipeline):
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "rto", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    sft = load_file(root / "models/sft/model.safetensors")
+    for stage in ("dpo", "rto"):
+        assert changed_tensors(sft, load_file(root / f"models/{stage}/model.safetensors")) == len(sft)
+    steps = (root / "metrics/dpo_steps.csv").read_text().splitlines()
+    header = steps[0].split(",")
+    first = dict(zip(header, map(float, steps[1].split(","))))
+    tail = [dict(zip(header, map(float, s.split(",")))) for s in steps[-5:]]
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)   # policy == reference at step 1: log 2
+    assert sum(t["loss"] for t in tail) / len(tail) < first["loss"]
+    assert sum(t["reward_margin"] for t in tail) / len(tail) > 0
+    rto = json.loads((root / "metrics/rto.json").read_text())
+    assert rto["token_reward_share"] > 0 and rto["kl"] > 0
+    assert rto["rm_score"] > rto["sft_rm_score"]
+
+
+def test_skipped_algorithms_do_no_work(tiny_pipeline):
+    from tests.test_reward_stage import set_params
+
+    root = tiny_pipeline["root"]
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(root, pipeline={"algorithms": ["dpo"]})
+        proc = run_cmd(root, "python", "-m", "flows.ppo", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    finally:
+        (root / "params.yaml").write_text(params)
+    assert "ppo: skipped" in proc.stdout + proc.stderr
+    assert json.loads((root / "metrics/ppo.json").read_text()) == {"skipped": 1}
+    assert (root / "models/ppo/SKIPPED").exists()
