@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from tasks.common import read_jsonl
-from tests.conftest import make_project, run_cmd
+from tests.conftest import run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +49,15 @@ def write_prefs(path, n=60, fmt="trl"):
 
 
 @pytest.mark.parametrize("fmt", ["trl", "hh"])
-def test_dataset_labeler_trains_the_rm_without_sampling(tmp_path, prefect_server, fmt):
-    root = make_project(tmp_path / "proj")
-    write_prefs(root / "prefs.jsonl", fmt=fmt)
-    set_params(root, sample={"labeler": "dataset", "dataset": "prefs.jsonl"})
-    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=prefect_server)
+def test_dataset_labeler_trains_the_rm_without_sampling(tiny_pipeline, fmt):
+    root = tiny_pipeline["root"]
+    write_prefs(root / f"prefs-{fmt}.jsonl", fmt=fmt)
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(root, sample={"labeler": "dataset", "dataset": f"prefs-{fmt}.jsonl"})
+        run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    finally:
+        (root / "params.yaml").write_text(params)
     s = json.loads((root / "metrics/sample.json").read_text())
     assert s == {"n_prompts": 60, "n_pairs": 60}  # no completions were sampled
     pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
