@@ -60,12 +60,15 @@ def compare(policy, sft, tok, prompts, pol: dict, base: dict, device, dtype, bat
     """Metrics of the policy's samples `pol` against the SFT model's samples `base` on the same prompts."""
     q = [s["query"] for s in pol["samples"]]
     r = [s["response"] for s in pol["samples"]]
-    lp = batched_logprobs(policy, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
-    ref = batched_logprobs(sft, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
+    if policy is sft:  # the reference point itself: KL is 0 by definition, no forward passes needed
+        kl = 0.0
+    else:
+        lp = batched_logprobs(policy, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
+        kl = sequence_kl(lp, batched_logprobs(sft, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype))
     n = len(pol["samples"])
     return {"gold_reward": sum(pol["gold"]) / n, "rm_score": sum(pol["rm"]) / n,
             "win_rate_gold": win_rate(pol["gold"], base["gold"]), "win_rate_rm": win_rate(pol["rm"], base["rm"]),
-            "kl": sequence_kl(lp, ref), "response_length": sum(len(x) for x in r) / n,
+            "kl": kl, "response_length": sum(len(x) for x in r) / n,
             "no_eos_rate": sum(not s["ended"] for s in pol["samples"]) / n}
 
 
