@@ -196,7 +196,7 @@ class PPOConfig(Section):
     vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
     whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
     kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty to the SFT model")
-    ptx_coef: float = Field(1.0, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
+    ptx_coef: float = Field(0.5, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
     ptx_batch_size: int = Field(4, ge=1, description="pretraining texts per update")
     ptx_max_length: int = Field(96, ge=8, description="tokens per pretraining text")
     reward_clip: float = Field(5.0, ge=0, description="clip the normalized score to +-this (PPO-max; 0: off)")
