@@ -9,6 +9,10 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(os.environ.get("RLHF_ROOT", Path(__file__).resolve().parent.parent))
 

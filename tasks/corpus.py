@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 
 from tqdm import tqdm
 

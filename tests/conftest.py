@@ -98,7 +98,6 @@ def prefect_server(tmp_path_factory):
 def tiny_pipeline(tmp_path_factory, prefect_server):
     """The tiny-profile project after `dvc repro sft` (base -> prepare -> sft), run once per session."""
     root = make_project(tmp_path_factory.mktemp("tiny") / "proj")
-    base_files = None
     t0 = time.time()
     run_cmd(root, "dvc", "repro", "sft", PREFECT_API_URL=prefect_server)
-    return {"root": root, "seconds": time.time() - t0, "prefect_api": prefect_server, "base_files": base_files}
+    return {"root": root, "seconds": time.time() - t0, "prefect_api": prefect_server}
