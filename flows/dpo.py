@@ -27,4 +27,4 @@ def dpo_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(dpo_flow, ("dpo", "sample", "eval", "compute", "tracking", "pipeline"))
+    run_stage(dpo_flow, ("dpo", "sample", "compute", "tracking", "pipeline"))

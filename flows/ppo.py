@@ -37,4 +37,4 @@ def ppo_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(ppo_flow, ("ppo", "sample", "eval", "compute", "tracking", "pipeline"))
+    run_stage(ppo_flow, ("ppo", "sample", "compute", "tracking", "pipeline"))

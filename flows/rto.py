@@ -34,4 +34,4 @@ def rto_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(rto_flow, ("rto", "sample", "eval", "compute", "tracking", "pipeline"))
+    run_stage(rto_flow, ("rto", "sample", "compute", "tracking", "pipeline"))

@@ -1,7 +1,11 @@
 """Prefect tasks more than one stage flow uses."""
+import json
+
 from prefect import task
 
 from tasks import config, tracking
+
+RUN_FILE = "mlflow_run.json"  # in a policy's model dir: its training run and registered version (eval uses it)
 
 
 @task(name="log-and-register")
@@ -23,20 +27,6 @@ def register(stage: str, model_dir: str, kind: str, metrics: dict, tags: dict | 
     return tracking.log_model(model, tok, task_name, registered, tags={"stage": stage, **(tags or {}), **metrics})
 
 
-@task(name="evaluate-vs-sft")
-def evaluate(policy_dir: str) -> dict:
-    """Held-out metrics of the policy (and of SFT, prefixed sft_) for the metrics file and MLflow."""
-    from flows.common import MODELS
-    from tasks.common import pick_device
-    from tasks.evaluate import evaluate_policy
-
-    params = config.read_params()
-    res = evaluate_policy(policy_dir, MODELS / "sft", MODELS / "rm", config.load("eval", params),
-                          config.load("sample", params).gold_scorer, *pick_device(config.load("compute", params)))
-    return {**res["policy"], **{f"sft_{k}": v for k, v in res["sft"].items()
-                                if k in ("gold_reward", "rm_score", "perplexity", "response_length", "no_eos_rate")}}
-
-
 def skipped(stage: str) -> bool:
     """True (and a 'skipped' marker output + metrics) when pipeline.algorithms leaves this stage out."""
     from flows.common import MODELS, write_metrics
@@ -53,8 +43,9 @@ def skipped(stage: str) -> bool:
 
 
 def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
-    """What every policy stage does around its training: MLflow run, atomic output, held-out evaluation
-    against SFT, registration as a version of '<prefix>-policy' tagged with the algorithm, metrics files."""
+    """What every policy stage does around its training: MLflow run, atomic output, registration as a
+    version of '<prefix>-policy' tagged with the algorithm, metrics files. Held-out evaluation against
+    SFT is the eval stage's job (SFT samples once for every policy there)."""
     import mlflow
 
     from flows.common import MODELS, finish, stage_params
@@ -62,13 +53,16 @@ def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
 
     params = config.read_params()
     trk = config.load("tracking", params)
-    with tracking.stage_run(stage, trk.experiment, stage_params(params, stage, "eval", "compute")):
+    with tracking.stage_run(stage, trk.experiment, stage_params(params, stage, "compute")) as run:
         mlflow.log_params(log_params)
         mlflow.set_tags(tags)
         with atomic_path(MODELS / stage) as staging:
             out = train_task(str(staging))
-            metrics = {**evaluate(str(staging)), **out["metrics"]}
-            register(stage, str(staging), "lm", metrics, tags=tags, name="policy")
+            metrics = out["metrics"]
+            version = register(stage, str(staging), "lm", metrics, tags=tags, name="policy")
+            (staging / RUN_FILE).write_text(json.dumps({
+                "run_id": run.info.run_id, "experiment": trk.experiment, "version": version,
+                "registered_model": f"{trk.registered_prefix}-policy" if version else None, **log_params}))
             finish(stage, metrics, out["history"])
     print(f"{stage}: {metrics}")
     return metrics

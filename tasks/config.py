@@ -210,6 +210,7 @@ class PPOConfig(Section):
 
 
 class DPOConfig(TrainConfig):
+    batch_size: int = Field(4, ge=1, description="prompts per optimizer step: all K-choose-2 pairs of a prompt share it")
     beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed label-flip rate epsilon")
@@ -238,6 +239,14 @@ class PipelineConfig(Section):
         return self
 
 
+class ChampionConfig(Section):
+    max_kl: float = Field(5.0, gt=0, description="a policy is a candidate only if its mean KL to SFT (nats) is at most this")
+    min_win_rate: float = Field(0.55, ge=0, le=1, description="the best candidate gets the alias only if its gold win rate is this high")
+    alias: str = Field("champion", min_length=1, description="registry alias set on the winning model version")
+
+    _m = field_validator("max_kl", "min_win_rate", mode="before")(_no_nan)
+
+
 class EvalConfig(Section):
     max_prompts: int = Field(96, ge=2, description="held-out evaluation prompts used")
     seed: int = Field(1234, description="sampling seed (same for every policy)")
@@ -245,6 +254,8 @@ class EvalConfig(Section):
     ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
     batch_size: int = Field(16, ge=1, description="forward-only batch size")
     generation: Generation = Field(default_factory=Generation, description="evaluation sampling (DPO paper: T = 1)")
+    greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
+    champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
 
 
 class ComputeConfig(Section):
@@ -259,6 +270,26 @@ class TrackingConfig(Section):
     registered_prefix: str = Field("rlhf", description="registered model names are '<prefix>-<stage>'")
 
 
+class FrontierConfig(Section):
+    ppo_kl_coef: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1],
+                                     description="ppo.kl.coef of each sweep experiment (one point per value)")
+    dpo_beta: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5],
+                                  description="dpo.beta of each sweep experiment")
+    rto_kl_coef: list[float] = Field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05],
+                                     description="rto.kl.coef of each sweep experiment")
+    jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        n = {len(self.ppo_kl_coef), len(self.dpo_beta), len(self.rto_kl_coef)}
+        if len(n) != 1 or 0 in n:
+            raise ValueError("ppo_kl_coef, dpo_beta and rto_kl_coef need the same, non-zero number of values "
+                             "(experiment i runs value i of each)")
+        if min(self.ppo_kl_coef + self.dpo_beta + self.rto_kl_coef) <= 0:
+            raise ValueError("every coefficient must be > 0")
+        return self
+
+
 SECTIONS = {
     "base": BaseConfig,
     "corpus": CorpusConfig,
@@ -271,6 +302,7 @@ SECTIONS = {
     "dpo": DPOConfig,
     "rto": RTOConfig,
     "pipeline": PipelineConfig,
+    "frontier": FrontierConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }

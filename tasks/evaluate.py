@@ -1,7 +1,7 @@
 """Held-out evaluation of a policy against the SFT model: gold reward, win rate, RM score, KL, perplexity.
 
-Used at the end of each policy stage (ppo, dpo, rto) and by the eval stage; every number is computed on
-the policy's own seeded samples of the held-out evaluation prompts.
+The eval stage runs it for every policy that trained; every number is computed on the policy's own seeded
+samples of the held-out evaluation prompts, against the SFT model's samples of the same prompts.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def policy_samples(model, tok, prompts, gen_cfg, seed, device, dtype, max_prompt
             "rm": rm_scores(rm, norm, s, tok.pad_token_id, device, dtype)}
 
 
-def compare(policy, sft, tok, prompts, pol: dict, base: dict, device, dtype, batch_size: int = 16) -> dict:
+def compare(policy, sft, tok, pol: dict, base: dict, device, dtype, batch_size: int = 16) -> dict:
     """Metrics of the policy's samples `pol` against the SFT model's samples `base` on the same prompts."""
     q = [s["query"] for s in pol["samples"]]
     r = [s["response"] for s in pol["samples"]]
@@ -72,11 +72,26 @@ def compare(policy, sft, tok, prompts, pol: dict, base: dict, device, dtype, bat
             "no_eos_rate": sum(not s["ended"] for s in pol["samples"]) / n}
 
 
-def evaluate_policy(policy_dir, sft_dir, rm_dir, cfg, scorer_path: str, device: str, dtype) -> dict:
-    """Everything above for the policy in policy_dir vs models/sft on the held-out eval prompts.
+def choose_champion(results: dict[str, dict], max_kl: float, min_win_rate: float) -> tuple[str | None, str]:
+    """The champion gate: the policy with the highest gold win rate vs SFT among those with KL ≤ max_kl
+    (ties: lower KL), promoted only if that win rate is ≥ min_win_rate. Returns (name or None, why)."""
+    ok = {n: m for n, m in results.items() if n != "sft" and m["kl"] <= max_kl}
+    if not ok:
+        return None, f"no policy has KL <= {max_kl} (" + ", ".join(
+            f"{n}: {m['kl']:.2f}" for n, m in results.items() if n != "sft") + ")"
+    best = max(ok, key=lambda n: (ok[n]["win_rate_gold"], -ok[n]["kl"]))
+    w, kl = ok[best]["win_rate_gold"], ok[best]["kl"]
+    if w < min_win_rate:
+        return None, f"best policy {best} wins {w:.1%} of prompts vs SFT, below the {min_win_rate:.1%} threshold"
+    return best, f"{best} wins {w:.1%} vs SFT (>= {min_win_rate:.1%}) at KL {kl:.2f} <= {max_kl}"
 
-    cfg: the `eval` section (max_prompts, seed, generation, max_prompt_len, ppl_max_length, batch_size).
-    Returns {"policy": metrics, "sft": metrics of SFT against itself (the reference point)}.
+
+def evaluate_policies(policy_dirs: dict, sft_dir, rm_dir, cfg, scorer_path: str, device: str, dtype) -> dict:
+    """Every policy in policy_dirs ({name: dir}) vs models/sft on the held-out eval prompts.
+
+    cfg: the `eval` section. The SFT model samples once; each policy samples the same prompts with the same
+    seed. Returns {name: {"metrics": ..., "samples": [rows for a person to read]}}, "sft" included (its win
+    rates are 0.5 and its KL 0 by definition).
     """
     from tasks.data import load_split
     from tasks.gold import load_scorer
@@ -87,16 +102,26 @@ def evaluate_policy(policy_dir, sft_dir, rm_dir, cfg, scorer_path: str, device: 
     prompts = [r["prompt"] for r in load_split("eval")][: cfg.max_prompts]
     texts = [r["text"] for r in load_split("pretrain")][: cfg.max_prompts]
     sft, tok = load_lm(sft_dir, device)
-    policy, _ = load_lm(policy_dir, device)
     rm, _ = load_scalar_model(rm_dir, device)
     norm = load_reward_norm(rm_dir)
     args = (tok, prompts, cfg.generation, cfg.seed, device, dtype, cfg.max_prompt_len, scorer, rm.eval(), norm)
-    base, pol = policy_samples(sft, *args), policy_samples(policy, *args)
-    out = {"policy": compare(policy, sft, tok, prompts, pol, base, device, dtype, cfg.batch_size),
-           "sft": compare(sft, sft, tok, prompts, base, base, device, dtype, cfg.batch_size)}
-    out["policy"]["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
-    out["sft"]["perplexity"] = perplexity(sft, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
-    out["samples"] = [{"prompt": prompts[a["prompt_index"]], "sft": a["text"], "policy": b["text"],
-                       "gold_sft": ga, "gold_policy": gb}
-                      for a, b, ga, gb in zip(base["samples"], pol["samples"], base["gold"], pol["gold"])]
+    greedy = cfg.generation.model_copy(update={"temperature": 0.0})
+    base = policy_samples(sft, *args)
+    base_greedy = policy_samples(sft, tok, prompts, greedy, *args[3:]) if cfg.greedy else None
+    out = {}
+    for name, path in {"sft": None, **policy_dirs}.items():
+        policy = sft if path is None else load_lm(path, device)[0]
+        pol = base if path is None else policy_samples(policy, *args)
+        m = compare(policy, sft, tok, pol, base, device, dtype, cfg.batch_size)
+        m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
+        if cfg.greedy:  # greedy decoding: the policy's mode, judged the same way
+            g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, *args[3:])
+            m.update(greedy_gold_reward=sum(g["gold"]) / len(g["gold"]),
+                     greedy_win_rate_gold=win_rate(g["gold"], base_greedy["gold"]))
+        rows = [{"prompt": prompts[a["prompt_index"]], "sft_response": a["text"], "policy_response": b["text"],
+                 "gold_sft": ga, "gold_policy": gb, "rm_sft": ra, "rm_policy": rb}
+                for a, b, ga, gb, ra, rb in zip(base["samples"], pol["samples"], base["gold"], pol["gold"],
+                                                base["rm"], pol["rm"])]
+        out[name] = {"metrics": m, "samples": rows}
+        print(f"eval {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     return out

@@ -57,8 +57,12 @@ def is_heldout(prompt_id: str, frac: float) -> bool:
     return int(hashlib.sha1(prompt_id.encode()).hexdigest(), 16) % 10_000 < frac * 10_000
 
 
-def build_groups(pairs: list[dict], tok, cfg) -> tuple[list[dict], list[dict]]:
-    """Pairs grouped by prompt, each completion tokenized once: (train groups, held-out groups)."""
+def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False) -> tuple[list[dict], list[dict]]:
+    """Pairs grouped by prompt, each completion tokenized once: (train groups, held-out groups).
+
+    cfg needs max_length, max_prompt_len and heldout_frac (the RM's and DPO's configs have them); the
+    held-out prompts are a hash of the prompt id, so the RM and DPO hold out the same ones.
+    """
     by_prompt: dict[str, dict] = {}
     max_resp = cfg.max_length - cfg.max_prompt_len
     for p in pairs:
@@ -72,7 +76,7 @@ def build_groups(pairs: list[dict], tok, cfg) -> tuple[list[dict], list[dict]]:
                 g["responses"].append(response_ids(tok, *key, max_resp))
             idx.append(g["texts"][key])
         gold = (p.get("gold_chosen"), p.get("gold_rejected"))
-        g["pairs"].append((*idx, float(p.get("margin", 0.0)) if cfg.use_margin else 0.0, gold))
+        g["pairs"].append((*idx, float(p.get("margin", 0.0)) if use_margin else 0.0, gold))
     groups = list(by_prompt.values())
     return ([g for g in groups if not is_heldout(g["prompt_id"], cfg.heldout_frac)],
             [g for g in groups if is_heldout(g["prompt_id"], cfg.heldout_frac)])
@@ -133,7 +137,7 @@ def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, d
     """Train the RM, fit its normalization, save to out_dir; return metrics and the step history."""
     seed_everything(cfg.seed)
     model, tok = load_scalar_model(sft_dir, device)
-    train, held = build_groups(read_jsonl(pairs_path), tok, cfg)
+    train, held = build_groups(read_jsonl(pairs_path), tok, cfg, cfg.use_margin)
     model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
     history = fit(model, train, partial(collate_groups, pad_id=tok.pad_token_id),
                   partial(rm_loss, center_coef=cfg.center_coef), cfg, device, dtype, on_step=on_step, desc="rm")

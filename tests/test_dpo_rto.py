@@ -37,12 +37,17 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     monkeypatch.setattr(LlamaForCausalLM, "forward", counting)
     out = train_dpo(cfg, root / "models/sft", root / "data/comparisons/pairs.jsonl", root / "dpo-count", "cpu",
                     torch.float32)
-    n = out["metrics"]["n_train_pairs"] + out["metrics"]["n_heldout_pairs"]
-    assert n == len(pairs)
-    # reference: chosen + rejected of every pair once; then the held-out accuracy pass (2 per held-out pair)
-    assert rows["no_grad"] == 2 * n + 2 * out["metrics"]["n_heldout_pairs"]
-    # training: 2 epochs, every step a concatenated chosen+rejected batch
-    assert rows["grad"] == 2 * cfg.batch_size * out["metrics"]["steps"]
+    m = out["metrics"]
+    assert m["n_train_pairs"] + m["heldout_n_pairs"] == len(pairs)
+    n_completions = len({(p["prompt_id"], p[side]) for p in pairs for side in ("chosen", "rejected")})
+    n_held = n_completions - m["n_train_completions"]
+    # reference: every completion once; then the held-out accuracy pass (once per held-out completion)
+    assert rows["no_grad"] == n_completions + n_held
+    # training: each step puts every completion of its prompts through once, however many pairs it is in
+    h = out["history"]
+    assert rows["grad"] == sum(r["sequences"] for r in h) > 0
+    assert sum(r["pairs"] for r in h) == pytest.approx(1.5 * rows["grad"], rel=0.1)  # K=4: 6 pairs per 4 rows
+    assert rows["grad"] >= 2 * m["n_train_completions"] - 2 * cfg.batch_size * 4   # 2 epochs (last batch dropped)
 
 
 def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pipeline):
