@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test tiny clean-runs
+.PHONY: setup repro test tiny clean-runs ui worker frontier
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,19 @@ repro: setup          ## the whole pipeline on the default params
 
 test: setup           ## the test suite (tiny model, real DVC/Prefect/MLflow)
 	$(PY) -m pytest
+
+ui: setup             ## Prefect + MLflow servers on 127.0.0.1 (SQLite); the pipeline reports to them; Ctrl-C stops
+	$(PY) -m flows.ui
+
+POOL ?= cpu
+worker: setup         ## a Prefect process worker for pool $(POOL) in this checkout (make worker POOL=gpu)
+	@test -f .ui.env || test -n "$$PREFECT_API_URL" || (echo "error: start 'make ui' first or set PREFECT_API_URL"; exit 2)
+	set -a; [ -f .ui.env ] && . ./.ui.env; set +a; \
+	prefect work-pool inspect $(POOL) > /dev/null 2>&1 || prefect work-pool create $(POOL) --type process; \
+	RLHF_PROJECT_DIR=$(CURDIR) prefect --no-prompt deploy -n pipeline-$(POOL) && RLHF_PROJECT_DIR=$(CURDIR) prefect worker start --pool $(POOL)
+
+frontier: setup       ## the reward-KL sweep (params.yaml: frontier) and its plot
+	$(PY) -m tasks.frontier all
 
 clean-runs:           ## forget local MLflow/Prefect state (not DVC outputs)
 	rm -rf mlflow.db mlartifacts .prefect

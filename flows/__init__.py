@@ -13,3 +13,23 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _ui_env() -> None:
+    """While `make ui` runs, .ui.env names its Prefect and MLflow servers: report there (unless the
+    environment already says otherwise). A file left behind by a killed `make ui` is ignored."""
+    path = ROOT / ".ui.env"
+    if not path.exists():
+        return
+    env = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+    try:
+        for pid in env.get("UI_PIDS", "").split(","):
+            os.kill(int(pid), 0)
+    except (ValueError, OSError):
+        return
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        if key in env:
+            os.environ.setdefault(key, env[key])
+
+
+_ui_env()

@@ -18,10 +18,38 @@ def run_stage(flow, sections: tuple[str, ...], preflight=None) -> None:
         params = config.read_params()
         for s in sections:
             config.load(s, params)
+        if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
+            from tasks.common import pick_device
+
+            pick_device(config.load("compute", params))
+        if "base" in sections:
+            check_model_source(config.load("base", params).model)
         if preflight:
             preflight(params)
         flow()
     die_cleanly(main)
+
+
+def check_model_source(spec: str) -> None:
+    """base.model, before anything downloads or loads: a local path must exist; a hub id must be in the
+    local cache when HF_HUB_OFFLINE is set (nothing can be fetched then)."""
+    import os
+
+    from tasks.common import PipelineError
+
+    if spec == "tiny" or spec.startswith("pypi:"):
+        return
+    path = Path(spec)
+    if spec.endswith(".gguf") or spec.startswith((".", "/")) or path.exists():
+        if not path.exists():
+            raise PipelineError(f"base.model: {spec} not found")
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+            raise PipelineError(f"base.model: cannot load {spec} (hub id not in the local cache and HF_HUB_OFFLINE "
+                                f"is set: download it first or point base.model at a local copy)")
 
 
 def no_retry_on_user_error(task, task_run, state) -> bool:
@@ -57,10 +85,13 @@ def finish(stage: str, metrics: dict, history: list[dict] | None = None) -> None
     """A stage's numbers: MLflow run metrics, metrics/<stage>.json and (if any) the per-step curves."""
     import mlflow
 
+    from tasks.checkpoint import clear
+
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     if history:
         write_steps(stage, history)
     write_metrics(stage, metrics)
+    clear(stage)  # outputs are complete: the resume point is no longer needed
 
 
 def stage_params(params: dict, *sections: str) -> dict:

@@ -1,12 +1,13 @@
 """`prepare` stage: deterministic, disjoint splits of the corpus (or of user datasets) in data/prepared."""
 from prefect import flow, task
 
-from flows.common import run_stage, write_metrics
+from flows.common import no_retry_on_user_error, run_stage, write_metrics
 from tasks import config
 from tasks.data import prepare
 
 
-@task(name="split", retries=2, retry_delay_seconds=5)  # a hub dataset read may fail transiently
+@task(name="split", retries=2, retry_delay_seconds=5,  # a hub dataset read may fail transiently;
+      retry_condition_fn=no_retry_on_user_error)       # a bad record stays bad
 def split() -> dict:
     return prepare(config.load("prepare"))
 
@@ -20,4 +21,5 @@ def prepare_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(prepare_flow, ("prepare",))
+    # preflight: build and check every split without writing, so a bad source, record or overlap stops here
+    run_stage(prepare_flow, ("prepare",), preflight=lambda params: prepare(config.load("prepare", params), write=False))

@@ -135,6 +135,7 @@ class TrainConfig(Section):
     max_length: int = Field(128, ge=8, description="max tokens of prompt + completion (longer are truncated)")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="parameter-efficient fine-tuning")
     eval_batch_size: int = Field(16, ge=1, description="batch size of forward-only evaluation")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: never)")
 
     _f = field_validator("lr", "weight_decay", "max_grad_norm", "epochs", mode="before")(_no_nan)
 
@@ -183,6 +184,7 @@ class KLConfig(Section):
 class PPOConfig(Section):
     seed: int = Field(0, description="seed of prompt order, sampling and ptx batches")
     iterations: int = Field(8, ge=1, description="rollout + update iterations")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N iterations (0: never)")
     rollout_batch_size: int = Field(32, ge=1, description="prompts (episodes) per iteration")
     minibatch_size: int = Field(8, ge=1, description="episodes per gradient step")
     ppo_epochs: int = Field(2, ge=1, description="passes over each rollout batch")
@@ -252,6 +254,7 @@ class EvalConfig(Section):
     seed: int = Field(1234, description="sampling seed (same for every policy)")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
+    ppl_texts: int = Field(32, ge=1, description="held-out pretraining texts for the perplexity")
     batch_size: int = Field(16, ge=1, description="forward-only batch size")
     generation: Generation = Field(default_factory=Generation, description="evaluation sampling (DPO paper: T = 1)")
     greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")

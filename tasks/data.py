@@ -75,8 +75,39 @@ def review_prompt(text: str, rng: random.Random, lo: int, hi: int) -> tuple[str,
     return " ".join(words[:k]), " " + " ".join(words[k:])
 
 
-def prepare(cfg) -> dict:
-    """Write data/prepared/<split>.jsonl for every split; return the split sizes."""
+# held-out split -> the training splits it must not share an example with (prompt splits: the prompt;
+# demonstration splits: prompt and completion -- two reviews may open with the same two words)
+HELD_OUT = {"eval": ("comparison", "policy"), "sft_val": ("sft",)}
+
+
+def _key(r: dict):
+    return (r["prompt"], r.get("completion"))
+
+
+def check_disjoint(splits: dict[str, list[dict]], cfg) -> None:
+    """A prompt split from a source may not repeat a prompt, and a held-out split may not share an example
+    with a split that trains (it would not be held out): one error naming the splits and an example."""
+    for name, rows in splits.items():
+        if FIELDS[name] != "prompt" or not getattr(cfg.sources, name):
+            continue
+        seen = {}
+        for i, r in enumerate(rows, 1):
+            if r["prompt"] in seen:
+                raise PipelineError(f"{getattr(cfg.sources, name)}:{i}: duplicate prompt {r['prompt'][:60]!r} "
+                                    f"(first at record {seen[r['prompt']]}) in the {name} split")
+            seen[r["prompt"]] = i
+    for held, others in HELD_OUT.items():
+        keys = {_key(r) for r in splits[held]}
+        for other in others:
+            shared = keys & {_key(r) for r in splits[other]}
+            if shared:
+                raise PipelineError(f"prepare: {len(shared)} example(s) of the {held} split also appear in the {other} "
+                                    f"split (e.g. prompt {sorted(shared)[0][0][:60]!r}): {held} would not be held out")
+
+
+def prepare(cfg, write: bool = True) -> dict:
+    """Write data/prepared/<split>.jsonl for every split; return the split sizes. With write=False, only
+    build and check the splits (the stage's preflight: every data error surfaces before any work)."""
     reviews = read_jsonl(ROOT / cfg.corpus)
     for i, r in enumerate(reviews, 1):
         if not isinstance(r.get("text"), str) or not r["text"].strip():
@@ -118,6 +149,9 @@ def prepare(cfg) -> dict:
             raise PipelineError(f"prepare.splits.{name}: the split is empty; raise its share or use more reviews")
         splits[name] = rows
 
+    check_disjoint(splits, cfg)
+    if not write:
+        return {name: len(rows) for name, rows in splits.items()}
     with atomic_path(OUT) as tmp:  # all splits appear together, or none does
         tmp.mkdir()
         for name, rows in splits.items():

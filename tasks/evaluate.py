@@ -100,7 +100,7 @@ def evaluate_policies(policy_dirs: dict, sft_dir, rm_dir, cfg, scorer_path: str,
 
     scorer = load_scorer(scorer_path)
     prompts = [r["prompt"] for r in load_split("eval")][: cfg.max_prompts]
-    texts = [r["text"] for r in load_split("pretrain")][: cfg.max_prompts]
+    texts = [r["text"] for r in load_split("pretrain")][: cfg.ppl_texts]
     sft, tok = load_lm(sft_dir, device)
     rm, _ = load_scalar_model(rm_dir, device)
     norm = load_reward_norm(rm_dir)

@@ -17,6 +17,7 @@ padding masked everywhere, value model initialised from the RM.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 from typing import Callable
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from tasks import losses as L
 from tasks.batching import encode_example
+from tasks.checkpoint import Checkpoint
 from tasks.common import seed_everything
 from tasks.data import load_split
 from tasks.generation import pack, response_logits, response_logprobs, sample
@@ -113,8 +115,18 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
     opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     vopt = torch.optim.AdamW(pol.value.parameters(), lr=cfg.value_lr, eps=1e-5)
     rng, running, beta, history = random.Random(cfg.seed), RunningMoments(), cfg.kl.coef, []
+    stage = "rto" if token_reward else "ppo"
+    ckpt = Checkpoint(stage, cfg.checkpoint_every, {"cfg": cfg.model_dump(exclude={"checkpoint_every"}),
+                                                    "prompts": prompts, "texts": texts})
+    start = 0
+    if state := ckpt.load({"policy": pol.model, "value": pol.value}):
+        opt.load_state_dict(state["optimizer"]), vopt.load_state_dict(state["value_optimizer"])
+        rng.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in json.loads(state["prompt_rng"])))
+        running.mean, running.var, running.count = state["running"]
+        start, beta, history = state["step"], state["beta"], state["history"]
 
-    for it in tqdm(range(cfg.iterations), desc="ppo", dynamic_ncols=True):
+    for it in tqdm(range(start, cfg.iterations), desc=stage, dynamic_ncols=True, initial=start,
+                   total=cfg.iterations):
         # 1. rollout (dropout is off and the policy in eval mode: log-probs match the sampler's)
         batch_prompts = rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))
         pol.model.eval()
@@ -186,5 +198,10 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
         history.append(row)
         if on_iter:
             on_iter(it + 1, row)
+        if ckpt.due(it + 1) and it + 1 < cfg.iterations:  # + the KL controller and reward-norm state
+            ckpt.save(it + 1, {"policy": pol.model, "value": pol.value}, {
+                "optimizer": opt.state_dict(), "value_optimizer": vopt.state_dict(), "beta": beta,
+                "prompt_rng": json.dumps(rng.getstate()), "running": [running.mean, running.var, running.count],
+                "history": history})
     pol.model = merged(pol.model)
     return pol, history

@@ -54,9 +54,13 @@ def _prefect_run_id() -> str | None:
 def stage_run(stage: str, experiment: str, params: dict):
     """An MLflow run for one stage. It ends FAILED (with the error as a tag) if the stage raises."""
     mlflow = setup(experiment)
-    tags = {"dvc_stage": stage, "git_commit": git_commit(), "stage": stage}
+    tags = {"dvc_stage": stage, "git_commit": git_commit(), "stage": stage,
+            # DVC names the experiment a stage runs in (dvc exp run -n); the pipeline flow also passes it
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME") or os.environ.get("RLHF_DVC_EXPERIMENT") or "workspace"}
     if pid := _prefect_run_id():
         tags["prefect_flow_run_id"] = str(pid)
+    if parent := os.environ.get("RLHF_PARENT_RUN_ID"):  # set by flows/pipeline.py: nest under its run
+        tags["mlflow.parentRunId"] = parent
     run = mlflow.start_run(run_name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
     try:
         mlflow.log_params(flatten(params))

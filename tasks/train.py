@@ -5,6 +5,7 @@ A stage supplies `loss_fn(model, micro_batch) -> (loss, {metric: float})`; every
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable
 
@@ -61,8 +62,15 @@ def batches(items: list, cfg, seed: int):
 
 def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, cfg, device: str,
         dtype: torch.dtype, on_step: Callable[[int, dict], None] | None = None, desc: str = "train") -> list[dict]:
-    """Train `model` in place on `items`; return the per-step metrics."""
+    """Train `model` in place on `items`; return the per-step metrics.
+
+    With cfg.checkpoint_every > 0 the whole state (weights, optimizer, scheduler, RNG, data position,
+    history) is saved every N steps to .checkpoints/<stage>/ (stage: desc's first word), and a rerun under the same params and data
+    resumes there: the seeded batch order is replayed and the finished steps skipped.
+    """
     from transformers import get_cosine_schedule_with_warmup
+
+    from tasks.checkpoint import Checkpoint
 
     model.to(device).train()
     disable_dropout(model)
@@ -70,8 +78,18 @@ def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = num_steps(len(items), cfg)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    it, history = batches(items, cfg, cfg.seed), []
-    bar = tqdm(range(total), desc=desc, dynamic_ncols=True)
+    stage = desc.split()[0]
+    ckpt = Checkpoint(stage, getattr(cfg, "checkpoint_every", 0), {
+        "cfg": cfg.model_dump(exclude={"checkpoint_every"}), "items": hashlib.sha256(repr(items).encode()).hexdigest()})
+    start, history = 0, []
+    if state := ckpt.load({"model": model}):
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = state["step"], state["history"]
+    it = batches(items, cfg, cfg.seed)
+    for _ in range(start):  # data position: the same seeded order, the finished steps' batches skipped
+        next(it)
+    bar = tqdm(range(start, total), desc=desc, dynamic_ncols=True, initial=start, total=total)
     for step in bar:
         batch = next(it)
         size = math.ceil(len(batch) / cfg.grad_accum)
@@ -92,6 +110,9 @@ def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, 
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if on_step:
             on_step(step + 1, row)
+        if ckpt.due(step + 1) and step + 1 < total:
+            ckpt.save(step + 1, {"model": model}, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                                   "history": history})
     model.eval()
     return history
 

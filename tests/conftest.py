@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Never copied into a test project: local run state and outputs of the developer's own runs.
 SKIP = {".venv", ".git", ".prefect", ".cache", "mlflow.db", "mlartifacts", "mlruns", "models", ".pytest_cache",
-        "__pycache__", "prepared", "metrics", "dvc.lock"}
+        "__pycache__", "prepared", "metrics", "dvc.lock", "plots"}
 
 
 def free_port() -> int:

@@ -66,8 +66,10 @@ def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pi
     assert mean(tail, "loss") < mean(head, "loss") - 0.02
     assert mean(tail, "reward_margin") > 0
     rto = json.loads((root / "metrics/rto.json").read_text())
-    assert rto["token_reward_share"] > 0 and rto["kl"] > 0
-    assert rto["rm_score"] > rto["sft_rm_score"]
+    assert rto["token_reward_share"] > 0 and rto["token_reward_mean"] != 0
+    run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    ev = {k: json.loads((root / f"metrics/eval/{k}.json").read_text()) for k in ("sft", "rto")}
+    assert ev["rto"]["kl"] > 0 and ev["rto"]["rm_score"] > ev["sft"]["rm_score"]
 
 
 def test_skipped_algorithms_do_no_work(tiny_pipeline):

@@ -16,3 +16,28 @@ def test_sequence_kl_hand_computed_and_zero_for_identical_policies():
     ref = [torch.tensor([-1.5, -2.5]), torch.tensor([-1.5])]
     assert sequence_kl(lp, ref) == pytest.approx((1.0 + 1.0) / 2)
     assert sequence_kl(lp, lp) == 0.0
+
+
+from tasks.evaluate import choose_champion  # noqa: E402
+
+
+def _m(win, kl):
+    return {"win_rate_gold": win, "kl": kl}
+
+
+def test_champion_gate_promotes_the_best_policy_under_the_kl_cap():
+    res = {"sft": _m(0.5, 0.0), "ppo": _m(0.80, 7.0), "dpo": _m(0.62, 1.0), "rto": _m(0.70, 4.0)}
+    best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.55)
+    assert best == "rto" and "70.0%" in why            # ppo wins more but its KL is over the cap
+    assert choose_champion(res, max_kl=10.0, min_win_rate=0.55)[0] == "ppo"
+    tie = {"a": _m(0.7, 3.0), "b": _m(0.7, 2.0)}
+    assert choose_champion(tie, 5.0, 0.5)[0] == "b"     # equal win rate: the closer policy
+
+
+def test_champion_gate_refuses_below_the_threshold_or_over_the_kl_cap():
+    res = {"sft": _m(0.5, 0.0), "ppo": _m(0.52, 1.0), "dpo": _m(0.54, 2.0)}
+    best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.55)
+    assert best is None and "dpo" in why and "below" in why
+    best, why = choose_champion(res, max_kl=0.5, min_win_rate=0.0)
+    assert best is None and "no policy has KL <= 0.5" in why
+    assert choose_champion({"sft": _m(0.5, 0.0)}, 5.0, 0.0)[0] is None   # SFT itself is never a candidate

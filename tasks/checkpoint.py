@@ -1,0 +1,73 @@
+"""Resumable training: a training stage's whole state, every N steps, in .checkpoints/<stage>/.
+
+Weights are safetensors; optimizer/scheduler/RNG/data-position/controller state is a torch.save of tensors
+and plain Python values, read back with weights_only=True (no pickle of arbitrary objects). A checkpoint
+carries a fingerprint of the stage's config and data: one written under other params is ignored (and
+replaced), never resumed. The stage deletes its checkpoint once its outputs are in place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from tasks.common import ROOT, atomic_path
+
+CKPT_ROOT = ROOT / ".checkpoints"
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    v, state, gauss = json.loads(s["python"])
+    random.setstate((v, tuple(state), gauss))
+
+
+class Checkpoint:
+    def __init__(self, stage: str, every: int, fingerprint: dict):
+        self.stage, self.every, self.dir = stage, every, CKPT_ROOT / stage
+        self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def save(self, step: int, models: dict, state: dict) -> None:
+        """models: {name: nn.Module} saved as safetensors; state: tensors / plain values / state dicts."""
+        from safetensors.torch import save_model
+
+        with atomic_path(self.dir) as tmp:
+            Path(tmp).mkdir(parents=True)
+            for name, m in models.items():
+                save_model(m, str(Path(tmp) / f"{name}.safetensors"))
+            torch.save({"step": step, "key": self.key, "rng": rng_state(), **state}, Path(tmp) / "state.pt")
+
+    def load(self, models: dict) -> dict | None:
+        """The saved state (models restored in place), or None when there is none for these params."""
+        from safetensors.torch import load_model
+
+        path = self.dir / "state.pt"
+        if not self.every or not path.exists():
+            return None
+        state = torch.load(path, weights_only=True)
+        if state.get("key") != self.key:
+            print(f"{self.stage}: ignoring a checkpoint written under other params or data")
+            return None
+        for name, m in models.items():
+            load_model(m, str(self.dir / f"{name}.safetensors"))
+        set_rng_state(state["rng"])
+        print(f"{self.stage}: resuming from the checkpoint at step {state['step']}")
+        return state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def clear(stage: str) -> None:
+    shutil.rmtree(CKPT_ROOT / stage, ignore_errors=True)

@@ -1,0 +1,196 @@
+"""The whole tiny pipeline from a fresh project: one `dvc repro`, the metrics table, the champion gate both
+ways (and the champion loads and generates), the reward–KL frontier sweep of DVC experiments; then
+orchestration for real: the pipeline deployed to a Prefect process work pool, a worker picking up a run
+with a parameter override, recorded as a DVC experiment, one MLflow story per pipeline run on a real
+MLflow server; outputs pushed to a DVC remote and pulled into a fresh clone. (One module: the tests run
+in this order on one project.)"""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from tests.conftest import BIN, free_port, make_project, project_env, run_cmd
+from tests.test_reward_stage import set_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, prefect_server):
+    root = make_project(tmp_path_factory.mktemp("full") / "proj")
+    set_params(root, eval={"champion": {"max_kl": 100.0, "min_win_rate": 0.0, "alias": "champion"}})
+    t0 = time.time()
+    run_cmd(root, "dvc", "repro", PREFECT_API_URL=prefect_server)
+    seconds = time.time() - t0
+    run_cmd(root, "git", "add", "-A")
+    run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny run")
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return {"root": root, "seconds": seconds, "api": prefect_server}
+
+
+def test_whole_tiny_pipeline_runs_in_three_minutes_and_prints_the_table(full):
+    print(f"tiny dvc repro (every stage): {full['seconds']:.0f} s")
+    assert full["seconds"] <= 180
+    table = run_cmd(full["root"], "dvc", "metrics", "show").stdout
+    for row in ("metrics/eval/sft.json", "metrics/eval/ppo.json", "metrics/eval/dpo.json", "metrics/eval/rto.json"):
+        assert row in table
+    for col in ("win_rate_gold", "win_rate_rm", "gold_reward", "kl", "perplexity", "no_eos_rate"):
+        assert col in table
+    sft = json.loads((full["root"] / "metrics/eval/sft.json").read_text())
+    assert sft["kl"] == 0 and sft["win_rate_gold"] == 0.5      # SFT against itself
+
+
+def test_gate_promotes_and_the_champion_loads_and_generates(full):
+    decision = json.loads((full["root"] / "metrics/champion.json").read_text())
+    assert decision["promoted"] == 1 and decision["policy"] in ("ppo", "dpo", "rto")
+    best = json.loads((full["root"] / f"metrics/eval/{decision['policy']}.json").read_text())
+    for algo in ("ppo", "dpo", "rto"):
+        assert json.loads((full["root"] / f"metrics/eval/{algo}.json").read_text())["win_rate_gold"] <= best["win_rate_gold"]
+    client = mlflow.MlflowClient()
+    v = client.get_model_version_by_alias("rlhf-policy", "champion")
+    assert int(v.version) == decision["version"] and v.tags["stage"] == decision["policy"]
+    assert float(v.tags["eval_win_rate_gold"]) == pytest.approx(best["win_rate_gold"], rel=1e-5)
+    pipe = mlflow.transformers.load_model("models:/rlhf-policy@champion")
+    out = pipe("The movie was", max_new_tokens=8, do_sample=False)
+    assert out[0]["generated_text"].startswith("The movie was") and len(out[0]["generated_text"]) > 13
+
+
+def test_gate_refuses_and_leaves_the_alias(full):
+    root = full["root"]
+    before = mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(root, eval={"champion": {"max_kl": 100.0, "min_win_rate": 1.0, "alias": "champion"}})
+        proc = run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=full["api"])
+        decision = json.loads((root / "metrics/champion.json").read_text())
+    finally:
+        (root / "params.yaml").write_text(params)
+        run_cmd(root, "git", "checkout", "dvc.lock", "metrics")
+    assert decision["promoted"] == 0 and f"champion stays on version {before}" in decision["reason"]
+    assert "champion gate: not promoted" in proc.stdout + proc.stderr
+    assert mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version == before
+
+
+def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full):
+    """Four queued DVC experiments, two at a time (`dvc queue start -j 2`): they share one MLflow SQLite
+    store and DVC cache, and each must finish with its own results."""
+    root = full["root"]
+    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.01, 0.1, 1.0], "dpo_beta": [0.01, 0.1, 1.0, 10.0],
+                               "rto_kl_coef": [0.001, 0.01, 0.1, 1.0], "jobs": 2})
+    run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
+    t0 = time.time()
+    proc = run_cmd(root, "python", "-m", "tasks.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
+    print(f"frontier sweep (4 experiments): {time.time() - t0:.0f} s")
+    assert "ppo 5 points" in proc.stdout and "dpo 5 points" in proc.stdout and "rto 5 points" in proc.stdout
+    for algo in ("ppo", "dpo", "rto"):
+        rows = (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()
+        assert rows[0] == "experiment,coef,kl,gold_reward,win_rate_gold" and len(rows) == 1 + 5
+    assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
+    exps = run_cmd(root, "dvc", "exp", "ls").stdout
+    assert exps.count("frontier-") == 4
+    for algo in ("ppo", "dpo", "rto"):   # distinct results: each experiment trained with its own coefficient
+        rows = [r.split(",") for r in (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()[1:]]
+        assert len({r[1] for r in rows}) == 5 and len({r[2] for r in rows}) == 5
+    evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
+    assert (evals["status"] == "FINISHED").all() and len(evals) >= 5
+    run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'frontier'").iloc[0]
+    assert "frontier.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server on 127.0.0.1 (SQLite backend), stopped by PID."""
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(home / "server.log", "w")
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                             "--default-artifact-root", (home / "artifacts").as_uri(), "--workers", "1"],
+                            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError("mlflow server did not become healthy in 120 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_story(full, mlflow_server):
+    root, api = full["root"], full["api"]
+    env = dict(PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_server, RLHF_PROJECT_DIR=str(root))
+    run_cmd(root, "prefect", "work-pool", "create", "test-cpu", "--type", "process", **env)
+    run_cmd(root, "prefect", "--no-prompt", "deploy", "-n", "pipeline-cpu", "--pool", "test-cpu", **env)
+    run = run_cmd(root, "prefect", "deployment", "run", "rlhf-pipeline/pipeline-cpu", "-p", "dpo_beta=0.3",
+                  "-p", "algorithms=[\"dpo\"]", "-p", "name=ui-run", **env).stdout
+    flow_run_id = run.split("UUID:")[1].split()[0] if "UUID:" in run else None
+    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "test-cpu"], cwd=root,
+                              env=project_env(root, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        state, deadline = None, time.time() + 600
+        while time.time() < deadline:
+            out = run_cmd(root, "prefect", "flow-run", "ls", "--flow-name", "rlhf-pipeline", "--limit", "1",
+                          **env, COLUMNS="250").stdout
+            state = next((s for s in ("COMPLETED", "FAILED", "CRASHED") if s in out), None)
+            if state:
+                break
+            time.sleep(3)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert state == "COMPLETED", out
+    # a DVC experiment with the override
+    exps = json.loads(run_cmd(root, "dvc", "exp", "show", "--json").stdout)
+    names = [r.get("name") for e in exps for g in (e.get("experiments") or []) for r in g.get("revs", [])]
+    assert "ui-run" in names
+    # the stage flow runs reported to the same Prefect server, tagged with the pipeline's flow run
+    stages = run_cmd(root, "prefect", "flow-run", "ls", "--limit", "30", **env, COLUMNS="250").stdout
+    for stage in (" dpo ", " rto ", " eval "):
+        assert stage in stages.replace("│", " ")
+    # one MLflow parent run, every stage nested under it, with the tags
+    mlflow.set_tracking_uri(mlflow_server)
+    parent = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'pipeline'").iloc[0]
+    assert parent["status"] == "FINISHED" and parent["tags.dvc_experiment"] == "ui-run"
+    assert len(parent["tags.git_commit"]) == 40 and parent["tags.prefect_flow_run_id"]
+    assert float(parent["params.dpo_beta"]) == 0.3 and "metrics.dpo/win_rate" in parent
+    children = mlflow.search_runs(experiment_names=["rlhf-pipeline"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'")
+    assert {"dpo", "eval"} <= set(children["tags.dvc_stage"])
+    assert (children["tags.dvc_experiment"] == "ui-run").all()
+    assert children["tags.prefect_flow_run_id"].notna().all()
+    if flow_run_id:
+        assert parent["tags.prefect_flow_run_id"] == flow_run_id
+
+
+def test_outputs_go_to_a_dvc_remote_and_come_back_in_a_fresh_clone(full, tmp_path):
+    root = full["root"]
+    remote = tmp_path / "remote"
+    run_cmd(root, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
+    run_cmd(root, "dvc", "push", "--all-commits")
+    clone = tmp_path / "clone"
+    run_cmd(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    run_cmd(clone, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
+    run_cmd(clone, "dvc", "pull")
+    for out in ("models/sft/model.safetensors", "models/rm/reward_norm.json", "data/comparisons/pairs.jsonl"):
+        assert (clone / out).read_bytes() == (root / out).read_bytes()
+    status = run_cmd(clone, "dvc", "status").stdout
+    assert "changed" not in status, status
