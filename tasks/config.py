@@ -171,6 +171,8 @@ class RMConfig(TrainConfig):
     use_margin: bool = Field(False, description="subtract a pair's 'margin' field inside the sigmoid")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts whose pairs are held out")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+    pooling: Literal["last", "mean"] = Field("last", description="reward = head at the last response token (InstructGPT) or mean over response tokens")
+    freeze_layers: int = Field(0, ge=0, description="bottom transformer blocks (and embeddings) kept frozen; 0: train all")
 
 
 class KLConfig(Section):

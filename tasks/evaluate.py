@@ -34,7 +34,8 @@ def rm_scores(rm, norm: dict, samples: list[dict], pad_id: int, device: str, dty
         s = samples[i: i + batch_size]
         packed = to_device(pack([x["query"] for x in s], [x["response"] for x in s], pad_id), device)
         with autocast(device, dtype):
-            out += (sequence_rewards(rm, packed).float() * norm["gain"] + norm["bias"]).tolist()
+            r = sequence_rewards(rm, packed, norm.get("pooling", "last")).float()
+            out += (r * norm["gain"] + norm["bias"]).tolist()
     return out
 
 

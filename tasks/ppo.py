@@ -140,7 +140,7 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
             old_logp = response_logprobs(pol.model, packed, T)
             ref_logp = pol.ref_logprobs(packed, T)
             old_values = values_of(pol.value, packed).float()
-            raw = sequence_rewards(pol.rm, packed).float()
+            raw = sequence_rewards(pol.rm, packed, pol.norm.get("pooling", "last")).float()
         score = process_scores(raw, ended, pol.norm, cfg, running)
         # 3. rewards, 4. advantages
         kl = L.kl_estimate(old_logp, ref_logp, cfg.kl.estimator) * mask

@@ -42,10 +42,17 @@ def token_scalars(model, packed: dict) -> torch.Tensor:
     return head(hidden).squeeze(-1).float()
 
 
-def sequence_rewards(model, packed: dict) -> torch.Tensor:
-    """r(x, y): the head's output at the last response token (B,)."""
+def sequence_rewards(model, packed: dict, pooling: str = "last") -> torch.Tensor:
+    """r(x, y) (B,): the head's output at the last response token (InstructGPT), or with pooling="mean"
+    its mean over the response tokens (the head then scores every token and the reward is their average:
+    a better prior when the preference is a sum of local evidence, like sentiment)."""
+    s = token_scalars(model, packed)
+    if pooling == "mean":
+        P, L = packed["P"], packed["response"].shape[1]
+        m = packed["response_mask"]
+        return (s[:, P: P + L] * m).sum(1) / m.sum(1).clamp_min(1)
     last = packed["P"] + packed["response_mask"].sum(1).long() - 1
-    return token_scalars(model, packed).gather(1, last[:, None]).squeeze(1)
+    return s.gather(1, last[:, None]).squeeze(1)
 
 
 def response_ids(tok, text: str, ended: bool, max_len: int) -> list[int]:
@@ -97,22 +104,23 @@ def collate_groups(groups: list[dict], pad_id: int) -> dict:
     return batch
 
 
-def rm_loss(model, batch, center_coef: float):
-    r = sequence_rewards(model, batch)
+def rm_loss(model, batch, center_coef: float, pooling: str = "last"):
+    r = sequence_rewards(model, batch, pooling)
     rc, rr = r[batch["chosen"]], r[batch["rejected"]]
     loss = reward_model_loss(rc, rr, batch["group"], batch["margin"], center_coef)
     return loss, {"accuracy": (rc > rr).float().mean().item(), "reward_mean": r.mean().item()}
 
 
 @torch.no_grad()
-def score_groups(model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype) -> list[list[float]]:
+def score_groups(model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype,
+                 pooling: str = "last") -> list[list[float]]:
     """Rewards of every completion of every group, in group order."""
     model.eval()
     out = []
     for i in range(0, len(groups), batch_size):
         batch = to_device(collate_groups(groups[i: i + batch_size], pad_id), device)
         with autocast(device, dtype):
-            r = sequence_rewards(model, batch).cpu().tolist()
+            r = sequence_rewards(model, batch, pooling).cpu().tolist()
         for g in groups[i: i + batch_size]:
             out.append(r[: len(g["responses"])])
             r = r[len(g["responses"]):]
@@ -133,21 +141,34 @@ def accuracies(groups: list[dict], rewards: list[list[float]]) -> dict:
     return out
 
 
+def freeze_bottom(model, n_layers: int) -> None:
+    """Freeze the embeddings and the bottom n_layers transformer blocks: only the top blocks and the head
+    learn. Backward then stops at the first trainable block (a step costs about fwd + 2 x top share), and
+    a few hundred comparisons cannot overfit the whole network."""
+    if n_layers <= 0:
+        return
+    backbone = getattr(model, model.base_model_prefix)
+    backbone.get_input_embeddings().requires_grad_(False)
+    for layer in backbone.layers[:n_layers]:
+        layer.requires_grad_(False)
+
+
 def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, dtype, on_step=None) -> dict:
     """Train the RM, fit its normalization, save to out_dir; return metrics and the step history."""
     seed_everything(cfg.seed)
     model, tok = load_scalar_model(sft_dir, device)
     train, held = build_groups(read_jsonl(pairs_path), tok, cfg, cfg.use_margin)
+    freeze_bottom(model, cfg.freeze_layers)
     model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
     history = fit(model, train, partial(collate_groups, pad_id=tok.pad_token_id),
-                  partial(rm_loss, center_coef=cfg.center_coef), cfg, device, dtype, on_step=on_step, desc="rm")
+                  partial(rm_loss, center_coef=cfg.center_coef, pooling=cfg.pooling), cfg, device, dtype, on_step=on_step, desc="rm")
     model = merged(model)
-    r_train = score_groups(model, train, tok.pad_token_id, cfg.eval_batch_size, device, dtype)
-    r_held = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, device, dtype)
+    r_train = score_groups(model, train, tok.pad_token_id, cfg.eval_batch_size, device, dtype, cfg.pooling)
+    r_held = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, device, dtype, cfg.pooling)
     # Normalization: rewards of the SFT policy's own completions get mean 0 and std 1 (PPO uses r_norm).
     flat = [x for r in r_train for x in r]
     mu, sd = statistics.fmean(flat), statistics.pstdev(flat) or 1.0
-    norm = {"gain": 1.0 / sd, "bias": -mu / sd, "raw_mean": mu, "raw_std": sd}
+    norm = {"gain": 1.0 / sd, "bias": -mu / sd, "raw_mean": mu, "raw_std": sd, "pooling": cfg.pooling}
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     (Path(out_dir) / NORM_FILE).write_text(json.dumps(norm, indent=2))

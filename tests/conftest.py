@@ -62,6 +62,31 @@ def run_cmd(root: Path, *cmd, timeout=600, check=True, **env_extra) -> subproces
     return proc
 
 
+def start_server(cmd: list[str], health_url: str, home: Path, env: dict, timeout: float = 120):
+    """Start a server in its own process group; return it once health_url answers 200 (else kill it)."""
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(health_url, timeout=2).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited: {(home / 'server.log').read_text()[-2000:]}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise RuntimeError(f"{' '.join(cmd[:3])} did not become healthy in {timeout:.0f} s")
+
+
+def stop_server(proc) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real Prefect server on 127.0.0.1 (SQLite), shared by the session; stopped by PID at the end."""
@@ -69,29 +94,11 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                PREFECT_API_URL="")
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError("prefect server did not become healthy in 90 s")
+    proc = start_server([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                        f"{url}/health", home, env, timeout=90)
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -41,3 +41,23 @@ def test_champion_gate_refuses_below_the_threshold_or_over_the_kl_cap():
     best, why = choose_champion(res, max_kl=0.5, min_win_rate=0.0)
     assert best is None and "no policy has KL <= 0.5" in why
     assert choose_champion({"sft": _m(0.5, 0.0)}, 5.0, 0.0)[0] is None   # SFT itself is never a candidate
+
+
+def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
+    from tasks.frontier import points
+
+    def node(name, coef, metrics):
+        return {"rev": name, "name": name, "data": {
+            "params": {"params.yaml": {"data": {"ppo": {"kl": {"coef": coef}}, "dpo": {"beta": 0.1},
+                                                "rto": {"kl": {"coef": 0.01}}}}},
+            "metrics": {f"metrics/eval/{a}.json": {"data": m} for a, m in metrics.items()}}}
+
+    ppo = lambda kl: {"kl": kl, "gold_reward": 0.1 * kl, "win_rate_gold": 0.5 + kl / 100}  # noqa: E731
+    show = [node("workspace", 0.02, {"ppo": ppo(1.0), "dpo": {"skipped": 1}}),
+            {"rev": "abc", "data": {"params": {}, "metrics": {}}, "experiments": [
+                {"revs": [node("exp-a", 0.05, {"ppo": ppo(0.5)}), node("exp-b", 0.01, {"ppo": ppo(2.0)})]}]},
+            node("baseline-dup", 0.02, {"ppo": ppo(1.0)})]     # same point as the workspace: counted once
+    pts = points(show)
+    assert sorted((p["coef"], p["kl"]) for p in pts["ppo"]) == [(0.01, 2.0), (0.02, 1.0), (0.05, 0.5)]
+    assert pts["dpo"] == [] and pts["rto"] == []
+    assert {p["experiment"] for p in pts["ppo"]} == {"workspace", "exp-a", "exp-b"}

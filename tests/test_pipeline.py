@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 
 import mlflow
 import pytest
 
-from tests.conftest import BIN, free_port, make_project, project_env, run_cmd
+from tests.conftest import BIN, free_port, make_project, project_env, run_cmd, start_server, stop_server
 from tests.test_reward_stage import set_params
 
 pytestmark = pytest.mark.slow
@@ -107,31 +106,13 @@ def mlflow_server(tmp_path_factory):
     """A real MLflow server on 127.0.0.1 (SQLite backend), stopped by PID."""
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = open(home / "server.log", "w")
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                             "--default-artifact-root", (home / "artifacts").as_uri(), "--workers", "1"],
-                            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError("mlflow server did not become healthy in 120 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    proc = start_server([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                         "--default-artifact-root", (home / "artifacts").as_uri(), "--workers", "1"],
+                        f"http://127.0.0.1:{port}/health", home, env)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
 
 
 def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_story(full, mlflow_server):
