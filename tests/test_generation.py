@@ -66,3 +66,25 @@ def test_sampling_is_seeded_and_stops_at_eos(lm):
         eos = tok.eos_token_id
         assert (s["response"][-1] == eos) == s["ended"] and s["response"].count(eos) <= 1
         assert len(s["response"]) <= 10
+
+
+def test_sequence_rewards_last_token_and_mean_pooling_ignore_padding():
+    """r(x, y) = head(h_last) or mean_t head(h_t) over response tokens: equal to one unpadded sequence's."""
+    from transformers import LlamaForSequenceClassification
+
+    from tasks.generation import pack
+    from tasks.reward import sequence_rewards, token_scalars
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    rm = LlamaForSequenceClassification(cfg).eval()
+    queries, responses = [[5, 6], [7, 8, 9, 10]], [[11, 12, 13], [14]]
+    with torch.no_grad():
+        packed = pack(queries, responses, pad_id=0)
+        last, mean = sequence_rewards(rm, packed, "last"), sequence_rewards(rm, packed, "mean")
+        for i, (q, r) in enumerate(zip(queries, responses)):
+            alone = pack([q], [r], pad_id=0)
+            s = token_scalars(rm, alone)[0, len(q): len(q) + len(r)]   # head at each response token
+            assert last[i].item() == pytest.approx(s[-1].item(), abs=1e-5)
+            assert mean[i].item() == pytest.approx(s.mean().item(), abs=1e-5)

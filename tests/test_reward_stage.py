@@ -92,9 +92,10 @@ def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_
 def rm_agreement(rm_dir, pairs, scorer):
     """Share of decided pairs (under `scorer`) that the RM in rm_dir orders like the scorer."""
     from tasks.generation import pack
-    from tasks.reward import load_scalar_model, response_ids, sequence_rewards
+    from tasks.reward import load_reward_norm, load_scalar_model, response_ids, sequence_rewards
 
     model, tok = load_scalar_model(rm_dir)
+    pooling = load_reward_norm(rm_dir)["pooling"]
     agree = n = 0
     for p in pairs:
         gc, gr = scorer(p["chosen"]), scorer(p["rejected"])
@@ -104,7 +105,7 @@ def rm_agreement(rm_dir, pairs, scorer):
         packed = pack([q, q], [response_ids(tok, p["chosen"], p["chosen_ended"], 64),
                                response_ids(tok, p["rejected"], p["rejected_ended"], 64)], tok.pad_token_id)
         with torch.no_grad():
-            r = sequence_rewards(model.eval(), packed)
+            r = sequence_rewards(model.eval(), packed, pooling)
         agree += bool((r[0] > r[1]) == (gc > gr))
         n += 1
     return agree / n
