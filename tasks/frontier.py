@@ -44,7 +44,12 @@ def sweep(timeout_s: float = 6 * 3600) -> list[str]:
         names.append(f"frontier-{stamp}-{i}")
         sets = [a for key, v in zip(ALGOS.values(), values) for a in ("-S", f"{key}={v}")]
         dvc("exp", "run", "--queue", "-n", names[-1], *sets)
-    dvc("queue", "start", "-j", str(cfg.jobs))
+    # `dvc queue start` daemonizes its workers, which inherit its stdout: never capture it (a captured pipe
+    # stays open until the last worker exits, so the call would block for the whole sweep)
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    subprocess.run(["dvc", "queue", "start", "-j", str(cfg.jobs)], cwd=ROOT, env=env, check=True, timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout_s
     while True:  # `dvc queue status`: one line per task with its state
         status = {line.split()[1]: line.split()[-1] for line in dvc("queue", "status").splitlines()[1:]
@@ -80,11 +85,16 @@ def _get(d: dict, dotted: str):
 
 
 def points(exp_show: list) -> dict[str, list[dict]]:
-    """{algo: [{experiment, coef, kl, gold_reward, win_rate_gold}]} from `dvc exp show --json`, one point per
-    distinct (algorithm, coefficient, result); skipped policies and revisions without eval metrics add none."""
+    """{algo: [{experiment, coef, kl, gold_reward, win_rate_gold}]} from `dvc exp show --json`: the workspace
+    and the frontier-* experiments, one point per distinct (algorithm, coefficient, result); skipped
+    policies and revisions without eval metrics add none."""
     out: dict[str, list[dict]] = {a: [] for a in ALGOS}
     seen = set()
     for node in _walk(exp_show):
+        if node.get("rev") != "workspace" and not str(node.get("name") or "").startswith("frontier-"):
+            continue  # other experiments (e.g. an ablation) are not points of this sweep
+        if node.get("error"):
+            continue  # a failed experiment: its metrics files are the baseline's, not its own
         data = node["data"]
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         for algo, key in ALGOS.items():

@@ -42,7 +42,11 @@ def project_env(root: Path, **extra) -> dict:
 
 def make_project(dest: Path, profile: str | None = "tiny") -> Path:
     """Copy the project (code, params, data) to dest as a fresh git + DVC repo on the given profile."""
-    shutil.copytree(REPO, dest, ignore=lambda d, names: [n for n in names if n in SKIP or n.startswith(".reviews")])
+    def ignore(d, names):  # and never DVC's cache or temp dirs (gigabytes of the developer's own runs)
+        dvc_dir = os.path.basename(d) == ".dvc"
+        return [n for n in names if n in SKIP or n.startswith(".reviews") or (dvc_dir and n in ("cache", "tmp"))]
+
+    shutil.copytree(REPO, dest, ignore=ignore)
     env = project_env(dest)
     run = lambda *cmd: subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True, timeout=120)  # noqa
     run("git", "init", "-q")

@@ -55,9 +55,10 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
     ppo = lambda kl: {"kl": kl, "gold_reward": 0.1 * kl, "win_rate_gold": 0.5 + kl / 100}  # noqa: E731
     show = [node("workspace", 0.02, {"ppo": ppo(1.0), "dpo": {"skipped": 1}}),
             {"rev": "abc", "data": {"params": {}, "metrics": {}}, "experiments": [
-                {"revs": [node("exp-a", 0.05, {"ppo": ppo(0.5)}), node("exp-b", 0.01, {"ppo": ppo(2.0)})]}]},
-            node("baseline-dup", 0.02, {"ppo": ppo(1.0)})]     # same point as the workspace: counted once
+                {"revs": [node("frontier-a", 0.05, {"ppo": ppo(0.5)}), node("frontier-b", 0.01, {"ppo": ppo(2.0)})]}]},
+            node("ablation", 0.02, {"ppo": ppo(3.0)}),     # not a frontier-* experiment: not a point
+            {**node("frontier-failed", 0.5, {"ppo": ppo(1.0)}), "error": {"msg": "Experiment run failed"}}]
     pts = points(show)
     assert sorted((p["coef"], p["kl"]) for p in pts["ppo"]) == [(0.01, 2.0), (0.02, 1.0), (0.05, 0.5)]
     assert pts["dpo"] == [] and pts["rto"] == []
-    assert {p["experiment"] for p in pts["ppo"]} == {"workspace", "exp-a", "exp-b"}
+    assert {p["experiment"] for p in pts["ppo"]} == {"workspace", "frontier-a", "frontier-b"}
