@@ -79,8 +79,9 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full):
     """Four queued DVC experiments, two at a time (`dvc queue start -j 2`): they share one MLflow SQLite
     store and DVC cache, and each must finish with its own results."""
     root = full["root"]
-    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.01, 0.1, 1.0], "dpo_beta": [0.01, 0.1, 1.0, 10.0],
-                               "rto_kl_coef": [0.001, 0.01, 0.1, 1.0], "jobs": 2})
+    # none of them the workspace's own values (an experiment that repeats it is the same point)
+    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.005, 0.1, 1.0], "dpo_beta": [0.02, 0.05, 0.5, 5.0],
+                               "rto_kl_coef": [0.001, 0.005, 0.05, 0.5], "jobs": 2})
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
     t0 = time.time()
     proc = run_cmd(root, "python", "-m", "tasks.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
