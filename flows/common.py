@@ -73,7 +73,7 @@ def write_metrics(stage: str, metrics: dict) -> None:
 def write_steps(stage: str, history: list[dict]) -> Path:
     """metrics/<stage>_steps.csv: the per-step curves `dvc plots show` draws."""
     path = METRICS / f"{stage}_steps.csv"
-    keys = list(dict.fromkeys(k for row in history for k in row))
+    keys = list(dict.fromkeys(k for row in history for k in row)) or ["step"]  # a skipped stage: header only
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()

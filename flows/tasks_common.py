@@ -29,7 +29,7 @@ def register(stage: str, model_dir: str, kind: str, metrics: dict, tags: dict | 
 
 def skipped(stage: str) -> bool:
     """True (and a 'skipped' marker output + metrics) when pipeline.algorithms leaves this stage out."""
-    from flows.common import MODELS, write_metrics
+    from flows.common import MODELS, write_metrics, write_steps
     from tasks.common import atomic_path
 
     if stage in config.load("pipeline").algorithms:
@@ -38,6 +38,7 @@ def skipped(stage: str) -> bool:
         staging.mkdir()
         (staging / "SKIPPED").write_text(f"{stage} is not in pipeline.algorithms\n")
     write_metrics(stage, {"skipped": 1})
+    write_steps(stage, [])  # its plots output exists too, or DVC refuses the stage
     print(f"{stage}: skipped (not in pipeline.algorithms)")
     return True
 

@@ -85,3 +85,4 @@ def test_skipped_algorithms_do_no_work(tiny_pipeline):
     assert "ppo: skipped" in proc.stdout + proc.stderr
     assert json.loads((root / "metrics/ppo.json").read_text()) == {"skipped": 1}
     assert (root / "models/ppo/SKIPPED").exists()
+    assert (root / "metrics/ppo_steps.csv").read_text().strip() == "step"   # every DVC output exists
