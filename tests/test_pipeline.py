@@ -102,6 +102,21 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full):
     assert "frontier.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
 
 
+def test_outputs_go_to_a_dvc_remote_and_come_back_in_a_fresh_clone(full, tmp_path):
+    root = full["root"]
+    remote = tmp_path / "remote"
+    run_cmd(root, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
+    run_cmd(root, "dvc", "push")
+    clone = tmp_path / "clone"
+    run_cmd(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    run_cmd(clone, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
+    run_cmd(clone, "dvc", "pull")
+    for out in ("models/sft/model.safetensors", "models/rm/reward_norm.json", "data/comparisons/pairs.jsonl"):
+        assert (clone / out).read_bytes() == (root / out).read_bytes()
+    status = run_cmd(clone, "dvc", "status").stdout
+    assert "changed" not in status, status
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real MLflow server on 127.0.0.1 (SQLite backend), stopped by PID."""
@@ -161,18 +176,3 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     assert children["tags.prefect_flow_run_id"].notna().all()
     if flow_run_id:
         assert parent["tags.prefect_flow_run_id"] == flow_run_id
-
-
-def test_outputs_go_to_a_dvc_remote_and_come_back_in_a_fresh_clone(full, tmp_path):
-    root = full["root"]
-    remote = tmp_path / "remote"
-    run_cmd(root, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
-    run_cmd(root, "dvc", "push", "--all-commits")
-    clone = tmp_path / "clone"
-    run_cmd(tmp_path, "git", "clone", "-q", str(root), str(clone))
-    run_cmd(clone, "dvc", "remote", "add", "-f", "-d", "store", str(remote))
-    run_cmd(clone, "dvc", "pull")
-    for out in ("models/sft/model.safetensors", "models/rm/reward_norm.json", "data/comparisons/pairs.jsonl"):
-        assert (clone / out).read_bytes() == (root / out).read_bytes()
-    status = run_cmd(clone, "dvc", "status").stdout
-    assert "changed" not in status, status
