@@ -24,10 +24,41 @@ def run_stage(flow, sections: tuple[str, ...], preflight=None) -> None:
             pick_device(config.load("compute", params))
         if "base" in sections:
             check_model_source(config.load("base", params).model)
+        if flow.name in PROMPT_SPLITS:
+            check_prompt_lengths(params, flow.name)
         if preflight:
             preflight(params)
         flow()
     die_cleanly(main)
+
+
+# stage -> (prompt split it generates from, section whose max_prompt_len applies)
+PROMPT_SPLITS = {"sample": ("comparison", "sample"), "ppo": ("policy", "ppo"), "rto": ("policy", "rto"),
+                 "eval": ("eval", "eval")}
+
+
+def check_prompt_lengths(params: dict, stage: str) -> int:
+    """Prompts longer than the stage's max_prompt_len tokens: counted and truncated to their end
+    (pipeline.prompt_overflow: truncate), or refused with one line (refuse). Returns the count."""
+    from transformers import AutoTokenizer
+
+    from tasks.batching import encode_prompt
+    from tasks.common import PipelineError
+    from tasks.data import OUT, load_split
+
+    split, section = PROMPT_SPLITS[stage]
+    if not (OUT / f"{split}.jsonl").exists() or not (MODELS / "sft").is_dir():
+        return 0  # nothing to check yet: the stage's own input checks will say what is missing
+    limit = config.load(section, params).max_prompt_len
+    tok = AutoTokenizer.from_pretrained(MODELS / "sft")
+    n = sum(len(encode_prompt(r["prompt"], tok)) > limit for r in load_split(split))
+    if n and config.load("pipeline", params).prompt_overflow == "refuse":
+        raise PipelineError(f"data/prepared/{split}.jsonl: {n} prompt(s) longer than {section}.max_prompt_len="
+                            f"{limit} tokens (pipeline.prompt_overflow is 'refuse'; 'truncate' keeps their end)")
+    if n:
+        print(f"{stage}: {n} prompt(s) of the {split} split are longer than {limit} tokens; keeping their last "
+              f"{limit} tokens (pipeline.prompt_overflow: truncate)")
+    return n
 
 
 def check_model_source(spec: str) -> None:

@@ -235,6 +235,8 @@ class PipelineConfig(Section):
     algorithms: list[Literal["ppo", "dpo", "rto"]] = Field(
         default_factory=lambda: ["ppo", "dpo", "rto"],
         description="which policy stages do work (the others record 'skipped'); rto needs dpo")
+    prompt_overflow: Literal["truncate", "refuse"] = Field(
+        "truncate", description="prompts over a stage's max_prompt_len: keep their last tokens (counted) or stop")
 
     @model_validator(mode="after")
     def _rto_needs_dpo(self):
@@ -267,6 +269,10 @@ class ComputeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on CPU")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+    num_processes: int = Field(1, ge=1, description="training processes for sft/rm/dpo/ppo/rto: > 1 runs them under "
+                                                    "`accelerate launch`, data-parallel (DDP: gloo on CPU, NCCL on GPUs)")
+    accelerate_config: Optional[str] = Field(None, description="an accelerate config file (FSDP, DeepSpeed, several "
+                                                               "machines) for accelerate launch; None: plain DDP")
 
 
 class TrackingConfig(Section):

@@ -60,6 +60,8 @@ BAD = [
     ("overlapping-splits", "flows.prepare", {"prepare": {"sources": {"eval": "ev.jsonl", "policy": "ev.jsonl"}}},
      {"ev.jsonl": '{"prompt": "A film"}\n{"prompt": "The plot"}\n'},
      "prepare: 2 example(s) of the eval split also appear in the policy split"),
+    ("prompt-too-long", "flows.sample", {"pipeline": {"prompt_overflow": "refuse"}, "sample": {"max_prompt_len": 2}},
+     None, "prompt(s) longer than sample.max_prompt_len=2 tokens (pipeline.prompt_overflow is 'refuse'"),
     ("cuda-without-gpu", "flows.sft", {"compute": {"device": "cuda"}}, None,
      "compute.device is 'cuda' but no CUDA device is visible"),
     ("params-not-yaml", "flows.sft", "sft: [unclosed\n", None, "params.yaml:"),
