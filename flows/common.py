@@ -19,9 +19,13 @@ def run_stage(flow, sections: tuple[str, ...], preflight=None) -> None:
         for s in sections:
             config.load(s, params)
         if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
+            from tasks import distributed
             from tasks.common import pick_device
 
-            pick_device(config.load("compute", params))
+            compute = config.load("compute", params)
+            pick_device(compute)
+            if compute.num_processes > 1 and flow.name in distributed.STAGES:
+                distributed.check_divisible(flow.name, compute.num_processes)
         if "base" in sections:
             check_model_source(config.load("base", params).model)
         if flow.name in PROMPT_SPLITS:

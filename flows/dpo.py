@@ -1,18 +1,14 @@
 """`dpo` stage: DPO / cDPO / IPO of models/sft on data/comparisons (the RM's pairs) -> models/dpo."""
 from prefect import flow, task
 
-from flows.common import MODELS, log_step, run_stage
-from flows.sample import OUT as COMPARISONS
+from flows.common import log_step, run_stage
 from flows.tasks_common import policy_stage, skipped
-from tasks import config
-from tasks.common import pick_device
-from tasks.dpo import train_dpo
+from tasks import config, distributed
 
 
 @task(name="dpo-train")
 def train(out_dir: str) -> dict:
-    cfg, device_dtype = config.load("dpo"), pick_device(config.load("compute"))
-    return train_dpo(cfg, MODELS / "sft", COMPARISONS / "pairs.jsonl", out_dir, *device_dtype, on_step=log_step)
+    return distributed.train("dpo", out_dir, log_step)
 
 
 @flow(name="dpo", log_prints=True)

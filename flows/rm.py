@@ -2,17 +2,14 @@
 from prefect import flow, task
 
 from flows.common import MODELS, finish, log_step, run_stage, stage_params
-from flows.sample import OUT as COMPARISONS
 from flows.tasks_common import register
-from tasks import config, tracking
-from tasks.common import atomic_path, pick_device
-from tasks.reward import train_rm
+from tasks import config, distributed, tracking
+from tasks.common import atomic_path
 
 
 @task(name="train-and-normalize")
 def train(out_dir: str) -> dict:
-    cfg, device_dtype = config.load("rm"), pick_device(config.load("compute"))
-    return train_rm(cfg, MODELS / "sft", COMPARISONS / "pairs.jsonl", out_dir, *device_dtype, on_step=log_step)
+    return distributed.train("rm", out_dir, log_step)
 
 
 @flow(name="rm", log_prints=True)

@@ -3,9 +3,9 @@ from prefect import flow, task
 
 from flows.common import MODELS, finish, log_step, run_stage, stage_params
 from flows.tasks_common import register
-from tasks import config, tracking
+from tasks import config, distributed, tracking
 from tasks.common import atomic_path, pick_device
-from tasks.sft import heldout_loss, train_sft
+from tasks.sft import heldout_loss
 
 
 @task(name="held-out loss")
@@ -15,8 +15,7 @@ def evaluate(model_dir: str) -> float:
 
 @task(name="train")
 def train(out_dir: str) -> list[dict]:
-    cfg, device_dtype = config.load("sft"), pick_device(config.load("compute"))
-    return train_sft(cfg, MODELS / "base", out_dir, *device_dtype, on_step=log_step)
+    return distributed.train("sft", out_dir, log_step)["history"]
 
 
 @flow(name="sft", log_prints=True)

@@ -18,7 +18,7 @@ from tasks.generation import batched_logprobs, response_logprobs
 from tasks.losses import dpo_loss
 from tasks.reward import accuracies, build_groups, collate_groups
 from tasks.sft import load_lm
-from tasks.train import add_lora, fit, merged
+from tasks.train import add_lora, fit, merged, save_pretrained
 
 
 def sequence_logprobs(model, groups: list[dict], pad_id: int, cfg, device, dtype, desc=None) -> list[list[float]]:
@@ -81,6 +81,5 @@ def train_dpo(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, 
                "train_loss_last": history[-1]["loss"], "steps": len(history),
                "n_train_pairs": sum(len(g["pairs"]) for g in train),
                "n_train_completions": sum(len(g["responses"]) for g in train)}
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
+    save_pretrained(model, tok, out_dir)
     return {"metrics": metrics, "history": history}

@@ -88,10 +88,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / std over the unmasked entries of the whole batch (advantage whitening)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, all_sum=None) -> torch.Tensor:
+    """(x − mean) / std over the unmasked entries of the whole batch (advantage whitening).
+
+    all_sum(t) sums a tensor over data-parallel processes (None: one process), so N processes whiten
+    over their global batch exactly as one process would.
+    """
+    all_sum = all_sum or (lambda t: t)
+    n = all_sum(mask.sum()).clamp_min(1)
+    mean = all_sum((x * mask).sum()) / n
+    var = all_sum(((x - mean) ** 2 * mask).sum()) / n
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return (out if shift_mean else out + mean) * mask
 

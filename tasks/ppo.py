@@ -25,13 +25,14 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from tasks import distributed
 from tasks import losses as L
 from tasks.batching import encode_example
 from tasks.checkpoint import Checkpoint
 from tasks.common import seed_everything
 from tasks.data import load_split
 from tasks.generation import pack, response_logits, response_logprobs, sample
-from tasks.reward import load_reward_norm, load_scalar_model, sequence_rewards, token_scalars
+from tasks.reward import TokenScorer, load_reward_norm, load_scalar_model, sequence_rewards, token_scalars
 from tasks.sft import load_lm
 from tasks.train import add_lora, autocast, disable_dropout, merged, to_device
 
@@ -62,6 +63,20 @@ def process_scores(raw: torch.Tensor, ended: torch.Tensor, norm: dict, cfg, runn
         running.update(score)
         score = (score - running.mean) / (running.std + 1e-8)
     return score.clamp(-cfg.reward_clip, cfg.reward_clip) if cfg.reward_clip else score
+
+
+def save_policy(pol, history: list[dict], cfg, out_dir) -> dict:
+    """Write the trained policy (rank 0 only) and the stage's summary metrics."""
+    from tasks.distributed import is_main
+
+    if is_main():
+        pol.model.save_pretrained(out_dir, safe_serialization=True)
+        pol.tok.save_pretrained(out_dir)
+    metrics = {"kl_target": cfg.kl.target, "final_beta": history[-1]["beta"], "iterations": len(history)}
+    if "token_reward" in history[-1]:  # RTO: the DPO model's token-wise reward, so a person sees it working
+        metrics.update(token_reward_mean=sum(r["token_reward"] for r in history) / len(history),
+                       token_reward_share=sum(r["token_reward_share"] for r in history) / len(history))
+    return {"history": history, "metrics": metrics}
 
 
 def ptx_batch(texts: list[str], tok, max_length: int) -> dict:
@@ -124,14 +139,21 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
         rng.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in json.loads(state["prompt_rng"])))
         running.mean, running.var, running.count = state["running"]
         start, beta, history = state["step"], state["beta"], state["history"]
+    # Several processes (compute.num_processes): each rolls out its share of every batch with its own seed,
+    # advantages are whitened over the global batch, gradients all-reduced (DDP), statistics averaged.
+    acc, (rank, world) = distributed.accelerator(), distributed.rank_and_world()
+    policy_net, value_net = pol.model, pol.value
+    if acc:
+        policy_net, value_net, opt, vopt = acc.prepare(pol.model, TokenScorer(pol.value), opt, vopt)
+    clip = acc.clip_grad_norm_ if acc else torch.nn.utils.clip_grad_norm_
 
     for it in tqdm(range(start, cfg.iterations), desc=stage, dynamic_ncols=True, initial=start,
-                   total=cfg.iterations):
+                   total=cfg.iterations, disable=not distributed.is_main()):
         # 1. rollout (dropout is off and the policy in eval mode: log-probs match the sampler's)
-        batch_prompts = rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))
+        batch_prompts = rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))[rank::world]
         pol.model.eval()
-        roll = sample(pol.model, tok, batch_prompts, 1, cfg.generation, cfg.seed * 7919 + it, device, dtype,
-                      cfg.max_prompt_len, desc=f"rollout {it + 1}")
+        roll = sample(pol.model, tok, batch_prompts, 1, cfg.generation, cfg.seed * 7919 + it + 104_729 * rank,
+                      device, dtype, cfg.max_prompt_len, desc=f"rollout {it + 1}")
         packed = to_device(pack([r["query"] for r in roll], [r["response"] for r in roll], tok.pad_token_id), device)
         mask = packed["response_mask"]
         ended = torch.tensor([r["ended"] for r in roll], device=device)
@@ -148,43 +170,42 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
         rewards = L.token_rewards(kl, score, mask, beta, extra)
         adv, returns = L.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
-            adv = L.whiten(adv, mask)
+            adv = L.whiten(adv, mask, all_sum=distributed.all_sum if acc else None)
         # 5. PPO epochs over shuffled minibatches
         stats: dict[str, list[float]] = {}
         pol.model.train(), pol.value.train()
         n = len(roll)
         for _ in range(cfg.ppo_epochs):
-            for idx in torch.randperm(n).split(cfg.minibatch_size):
+            for idx in torch.randperm(n).split(cfg.minibatch_size // world):
                 mb = {k: (v[idx] if torch.is_tensor(v) and v.shape[0] == n else v) for k, v in packed.items()}
                 m = mb["response_mask"]
                 with autocast(device, dtype):
-                    logits = response_logits(pol.model, mb).float() / T
+                    logits = response_logits(policy_net, mb).float() / T
                     logp = L.token_logprobs(logits, mb["response"]) * m
                     pg_loss, pg_stats = L.ppo_policy_loss(logp, old_logp[idx], adv[idx], m, cfg.clip)
                     entropy = L.masked_mean(L.entropy_from_logits(logits), m).item()
                     loss = pg_loss
                     if cfg.ptx_coef > 0:  # PPO-ptx: keep the pretraining distribution's likelihood
-                        b = to_device(ptx_batch(rng.sample(texts, min(cfg.ptx_batch_size, len(texts))), tok,
-                                                cfg.ptx_max_length), device)
-                        lm_logits = pol.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                        ptx_texts = rng.sample(texts, min(cfg.ptx_batch_size, len(texts)))
+                        b = to_device(ptx_batch(ptx_texts[rank::world] or ptx_texts, tok, cfg.ptx_max_length), device)
+                        lm_logits = policy_net(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
                         ptx = L.sft_loss(lm_logits, b["labels"])
                         loss = loss + cfg.ptx_coef * ptx
                         stats.setdefault("ptx_loss", []).append(ptx.item())
-                    v = values_of(pol.value, mb).float()
+                    v = values_of(value_net, mb).float()
                     vf_loss, vf_stats = L.value_loss(v, old_values[idx], returns[idx], m, cfg.value_clip)
                 opt.zero_grad(set_to_none=True), vopt.zero_grad(set_to_none=True)
                 (loss + cfg.vf_coef * vf_loss).backward()
-                torch.nn.utils.clip_grad_norm_([p for p in pol.model.parameters() if p.requires_grad], cfg.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(pol.value.parameters(), cfg.max_grad_norm)
+                clip([p for p in policy_net.parameters() if p.requires_grad], cfg.max_grad_norm)
+                clip(list(value_net.parameters()), cfg.max_grad_norm)
                 opt.step(), vopt.step()
                 for k, val in {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
                                **pg_stats, **vf_stats}.items():
                     stats.setdefault(k, []).append(val)
         pol.model.eval(), pol.value.eval()
-        # 6. KL controller on the observed sequence-level KL (sum over tokens, mean over the batch)
-        seq_kl = kl.sum(1).mean().item()
+        # 6. KL controller on the observed sequence-level KL (sum over tokens, mean over the global batch)
         row = {"iteration": it + 1, "step": it + 1, "rm_score": score.mean().item(), "rm_raw": raw.mean().item(),
-               "kl": seq_kl, "beta": beta, "response_length": mask.sum(1).mean().item(),
+               "kl": kl.sum(1).mean().item(), "beta": beta, "response_length": mask.sum(1).mean().item(),
                "eos_rate": ended.float().mean().item(), "reward_total": rewards.sum(1).mean().item(),
                **{k: sum(v) / len(v) for k, v in stats.items()}}
         if extra is not None:
@@ -193,15 +214,17 @@ def train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer: Callable | None 
         if gold_scorer:
             row["gold_score"] = sum(gold_scorer(p + r["text"] if isinstance(p, str) else r["text"])
                                     for p, r in zip(batch_prompts, roll)) / len(roll)
+        row = distributed.reduce_mean(row)
         if cfg.kl.adaptive:
-            beta = L.adaptive_kl_update(beta, seq_kl, cfg.kl.target, cfg.kl.horizon, n)
+            beta = L.adaptive_kl_update(beta, row["kl"], cfg.kl.target, cfg.kl.horizon, n * world)
         history.append(row)
         if on_iter:
             on_iter(it + 1, row)
-        if ckpt.due(it + 1) and it + 1 < cfg.iterations:  # + the KL controller and reward-norm state
+        if ckpt.due(it + 1) and it + 1 < cfg.iterations and distributed.is_main():  # + KL controller, reward norm
             ckpt.save(it + 1, {"policy": pol.model, "value": pol.value}, {
                 "optimizer": opt.state_dict(), "value_optimizer": vopt.state_dict(), "beta": beta,
                 "prompt_rng": json.dumps(rng.getstate()), "running": [running.mean, running.var, running.count],
                 "history": history})
+        distributed.barrier()
     pol.model = merged(pol.model)
     return pol, history

@@ -17,7 +17,8 @@ from tasks.batching import encode_prompt
 from tasks.common import read_jsonl, seed_everything
 from tasks.generation import pack
 from tasks.losses import reward_model_loss
-from tasks.train import add_lora, autocast, fit, merged, to_device
+from tasks.distributed import is_main
+from tasks.train import add_lora, autocast, fit, merged, save_pretrained, to_device
 
 NORM_FILE = "reward_norm.json"
 
@@ -32,14 +33,27 @@ def load_scalar_model(path: Path, device: str = "cpu"):
     return model.to(device), tok
 
 
+class TokenScorer(torch.nn.Module):
+    """The scalar head applied at every position, as one module: (B, T) scores. Training wraps this (not the
+    sequence classifier, whose own forward pools one position) so DDP/FSDP see the whole forward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        backbone = getattr(base, base.base_model_prefix)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids).last_hidden_state
+        head = base.score if hasattr(base, "score") else base.classifier
+        return head(hidden).squeeze(-1).float()
+
+
 def token_scalars(model, packed: dict) -> torch.Tensor:
-    """The scalar head applied at every position (B, T): backbone hidden states -> score."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, base.base_model_prefix)
-    hidden = backbone(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                      position_ids=packed["position_ids"]).last_hidden_state
-    head = base.score if hasattr(base, "score") else base.classifier
-    return head(hidden).squeeze(-1).float()
+    """The scalar head at every position (B, T) of a sequence classifier, a TokenScorer, or a wrapped one."""
+    scorer = model if isinstance(getattr(model, "module", model), TokenScorer) else TokenScorer(model)
+    return scorer(packed["input_ids"], packed["attention_mask"], packed["position_ids"])
 
 
 def sequence_rewards(model, packed: dict, pooling: str = "last") -> torch.Tensor:
@@ -160,7 +174,7 @@ def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, d
     train, held = build_groups(read_jsonl(pairs_path), tok, cfg, cfg.use_margin)
     freeze_bottom(model, cfg.freeze_layers)
     model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
-    history = fit(model, train, partial(collate_groups, pad_id=tok.pad_token_id),
+    history = fit(TokenScorer(model), train, partial(collate_groups, pad_id=tok.pad_token_id),
                   partial(rm_loss, center_coef=cfg.center_coef, pooling=cfg.pooling), cfg, device, dtype, on_step=on_step, desc="rm")
     model = merged(model)
     r_train = score_groups(model, train, tok.pad_token_id, cfg.eval_batch_size, device, dtype, cfg.pooling)
@@ -169,9 +183,9 @@ def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, d
     flat = [x for r in r_train for x in r]
     mu, sd = statistics.fmean(flat), statistics.pstdev(flat) or 1.0
     norm = {"gain": 1.0 / sd, "bias": -mu / sd, "raw_mean": mu, "raw_std": sd, "pooling": cfg.pooling}
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    (Path(out_dir) / NORM_FILE).write_text(json.dumps(norm, indent=2))
+    save_pretrained(model, tok, out_dir)
+    if is_main():
+        (Path(out_dir) / NORM_FILE).write_text(json.dumps(norm, indent=2))
     metrics = {f"train_{k}": v for k, v in accuracies(train, r_train).items()}
     metrics.update({f"heldout_{k}": v for k, v in accuracies(held, r_held).items()})
     metrics.update(norm_gain=norm["gain"], norm_bias=norm["bias"], steps=len(history))

@@ -8,7 +8,7 @@ from tasks.batching import collate, encode_example
 from tasks.common import seed_everything
 from tasks.data import load_split
 from tasks.losses import sft_loss
-from tasks.train import add_lora, fit, heldout_nll, merged
+from tasks.train import add_lora, fit, heldout_nll, merged, save_pretrained
 
 
 def load_lm(path: Path, device: str = "cpu"):
@@ -43,7 +43,5 @@ def train_sft(cfg, base_dir: Path, out_dir: Path, device: str, dtype, on_step=No
     model = add_lora(model, cfg.lora)
     history = fit(model, train, partial(collate, pad_id=tok.pad_token_id), lm_loss, cfg, device, dtype,
                   on_step=on_step, desc="sft")
-    model = merged(model)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
+    save_pretrained(merged(model), tok, out_dir)
     return history

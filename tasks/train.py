@@ -5,6 +5,7 @@ A stage supplies `loss_fn(model, micro_batch) -> (loss, {metric: float})`; every
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from typing import Callable
@@ -18,9 +19,10 @@ def disable_dropout(model) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    for k, v in vars(model.config).items():
-        if "dropout" in k and isinstance(v, float):
-            setattr(model.config, k, 0.0)
+        cfg = getattr(m, "config", None)  # attention dropout is functional: it reads the config
+        for k, v in (vars(cfg) if hasattr(cfg, "__dict__") else {}).items():
+            if "dropout" in k and isinstance(v, float):
+                setattr(cfg, k, 0.0)
 
 
 def add_lora(model, lora_cfg, task_type: str = "CAUSAL_LM"):
@@ -38,8 +40,17 @@ def merged(model):
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
+def save_pretrained(model, tok, out_dir) -> None:
+    """models/<stage>: safetensors + tokenizer, written by rank 0 alone when several processes train."""
+    from tasks.distributed import is_main
+
+    if is_main():
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tok.save_pretrained(out_dir)
+
+
 def autocast(device: str, dtype: torch.dtype):
-    return torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -60,9 +71,24 @@ def batches(items: list, cfg, seed: int):
             yield [items[j] for j in perm[i: i + bs]]
 
 
+def my_micro_batches(batch: list, grad_accum: int, rank: int = 0, world: int = 1) -> list[list]:
+    """This process's micro-batches of a global batch: the batch is cut into world x grad_accum equal
+    slices and process r takes slices r*grad_accum ... (r+1)*grad_accum - 1. Each backward is scaled by
+    1/grad_accum and DDP averages over processes, so every process count gives the mean of the same
+    slices' losses: N processes match one process with grad_accum x N (same batches, same seed)."""
+    n = world * grad_accum
+    size = math.ceil(len(batch) / n)
+    slices = [batch[i: i + size] for i in range(0, len(batch), size)]
+    return slices[rank * grad_accum: (rank + 1) * grad_accum]
+
+
 def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, cfg, device: str,
         dtype: torch.dtype, on_step: Callable[[int, dict], None] | None = None, desc: str = "train") -> list[dict]:
     """Train `model` in place on `items`; return the per-step metrics.
+
+    Under `accelerate launch` (compute.num_processes > 1) the model is wrapped by Accelerate (DDP, or what
+    its config file says), each process trains on its slice of every global batch (my_micro_batches), the
+    step metrics are averaged over processes and only rank 0 writes checkpoints.
 
     With cfg.checkpoint_every > 0 the whole state (weights, optimizer, scheduler, RNG, data position,
     history) is saved every N steps to .checkpoints/<stage>/ (stage: desc's first word), and a rerun under the same params and data
@@ -70,6 +96,7 @@ def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, 
     """
     from transformers import get_cosine_schedule_with_warmup
 
+    from tasks import distributed
     from tasks.checkpoint import Checkpoint
 
     model.to(device).train()
@@ -86,33 +113,41 @@ def fit(model, items: list, collate: Callable[[list], dict], loss_fn: Callable, 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, history = state["step"], state["history"]
+    acc, (rank, world) = distributed.accelerator(), distributed.rank_and_world()
+    # net: what the loss sees (the DDP/FSDP wrapper under accelerate); the scheduler keeps the raw optimizer
+    # (a prepared scheduler would step once per process)
+    net, step_opt = acc.prepare(model, opt) if acc else (model, opt)
     it = batches(items, cfg, cfg.seed)
     for _ in range(start):  # data position: the same seeded order, the finished steps' batches skipped
         next(it)
-    bar = tqdm(range(start, total), desc=desc, dynamic_ncols=True, initial=start, total=total)
+    bar = tqdm(range(start, total), desc=desc, dynamic_ncols=True, initial=start, total=total,
+               disable=not distributed.is_main())
     for step in bar:
-        batch = next(it)
-        size = math.ceil(len(batch) / cfg.grad_accum)
-        micro = [batch[i: i + size] for i in range(0, len(batch), size)]
+        micro = my_micro_batches(next(it), cfg.grad_accum, rank, world)
         sums: dict[str, float] = {}
-        for mb in micro:
-            with autocast(device, dtype):
-                loss, metrics = loss_fn(model, to_device(collate(mb), device))
-            (loss / len(micro)).backward()
+        for i, mb in enumerate(micro):
+            # gradients are all-reduced once, after the last micro-batch
+            with (acc.no_sync(net) if acc and i < len(micro) - 1 else contextlib.nullcontext()):
+                with autocast(device, dtype):
+                    loss, metrics = loss_fn(net, to_device(collate(mb), device))
+                (loss / len(micro)).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / len(micro)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
-        opt.step()
+        clip = acc.clip_grad_norm_ if acc else torch.nn.utils.clip_grad_norm_
+        grad_norm = clip([p for p in net.parameters() if p.requires_grad], cfg.max_grad_norm).item()
+        step_opt.step()
         sched.step()
-        opt.zero_grad(set_to_none=True)
-        row = {"step": step + 1, **sums, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
+        step_opt.zero_grad(set_to_none=True)
+        row = {"step": step + 1, **distributed.reduce_mean(sums), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if on_step:
             on_step(step + 1, row)
         if ckpt.due(step + 1) and step + 1 < total:
-            ckpt.save(step + 1, {"model": model}, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                                   "history": history})
+            if distributed.is_main():
+                ckpt.save(step + 1, {"model": model}, {"optimizer": opt.state_dict(),
+                                                       "scheduler": sched.state_dict(), "history": history})
+            distributed.barrier()
     model.eval()
     return history
 

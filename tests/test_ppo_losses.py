@@ -72,6 +72,33 @@ def test_whiten_uses_only_unmasked_entries():
     assert w.tolist()[0] == pytest.approx([-1.0, 1.0, 0.0], abs=1e-3)
 
 
+def test_whiten_over_processes_uses_the_global_batch():
+    # Two processes holding rows {0} and {1}: all_sum adds both processes' partial sums. Simulated by
+    # running the processes in lockstep: each all_sum call returns the sum of both sides' arguments.
+    x = torch.tensor([[1.0, 3.0, 100.0], [5.0, 7.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    global_w = L.whiten(x, mask)
+    partials = {0: [], 1: []}
+
+    def record(rank):
+        def all_sum(t):
+            partials[rank].append(t)
+            return t
+        return all_sum
+    for r in (0, 1):  # pass 1: each side's local sums, in call order
+        L.whiten(x[r:r + 1], mask[r:r + 1], all_sum=record(r))
+    # pass 2 needs the global mean first, so replay with the other side's values added (3 calls per side:
+    # count, sum, squared deviations -- the last depends on the mean, recomputed from the other side's x)
+    n = partials[0][0] + partials[1][0]
+    mean = (partials[0][1] + partials[1][1]) / n
+    for r in (0, 1):
+        o = 1 - r
+        other = iter([partials[o][0], partials[o][1], ((x[o:o + 1] - mean) ** 2 * mask[o:o + 1]).sum()])
+        w = L.whiten(x[r:r + 1], mask[r:r + 1], all_sum=lambda t: t + next(other))
+        assert torch.allclose(w, global_w[r:r + 1], atol=1e-6)
+    assert mean.item() == pytest.approx(5.0)  # (1 + 3 + 5 + 7 + 9) / 5: the padded 100 never counts
+
+
 def test_clipped_policy_loss_hand_computed():
     old = torch.zeros(1, 3)
     logp = torch.tensor([[math.log(1.5), math.log(0.5), math.log(1.1)]])  # ratios 1.5, 0.5, 1.1
