@@ -1,0 +1,117 @@
+"""The benchmark harness: `python -m bench` (outside the unit tests; needs `pip install -e .[bench]` for TRL).
+
+Runs each measurement in its own process, one after another (nothing else should run meanwhile), prints
+a table and writes bench/results/<date>-<machine>.json:
+  1. DPO training throughput, ours vs TRL's DPOTrainer: tiny model and SmolLM2-135M (bench/dpo.py)
+  2. rollout tokens/s, ours vs plain model.generate at batch 8, 32, 64: SmolLM2-135M (bench/rollout.py)
+  3. pipeline overhead: the SFT loop bare vs in a Prefect flow + MLflow run; a no-op dvc repro (bench/overhead.py)
+  4. GPU step time / MFU: only on a CUDA machine (none here: recorded as not measured)
+
+    python -m bench [--smollm models/base] [--repo .] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tasks.common import ROOT
+
+
+def child(module: str, *args) -> dict:
+    """Run `python -m <module> args` and return the JSON it prints after 'BENCH '."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if proc.returncode or not line:
+        raise RuntimeError(f"{module} {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[6:])
+
+
+def tiny_model_dir(dest: Path) -> Path:
+    """The tests' tiny random Llama (2 layers, hidden 64, a 512-token BPE trained on the corpus)."""
+    from tasks.base_model import ensure_pad_token, tiny_model
+    from tasks.config import BaseConfig
+
+    model, tok = tiny_model(BaseConfig(model="tiny"), ROOT / "data/reviews.jsonl")
+    ensure_pad_token(model, tok)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "gpu": torch.cuda.is_available(),
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smollm", default=str(ROOT / "models/base"), help="SmolLM2-135M dir (the base stage's output)")
+    ap.add_argument("--repo", default=str(ROOT), help="a DVC repo whose pipeline is up to date (no-op repro)")
+    ap.add_argument("--quick", action="store_true", help="fewer steps and prompts (a smoke run, not for the record)")
+    a = ap.parse_args()
+    q = a.quick
+    t0, res = time.time(), {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    smollm = Path(a.smollm) if (Path(a.smollm) / "config.json").exists() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"tiny": tiny_model_dir(Path(tmp) / "tiny"), **({"smollm2-135m": smollm} if smollm else {})}
+        res["dpo"] = {}
+        for name, path in models.items():
+            n, steps = (2, 3) if q else ((4, 8) if name == "tiny" else (2, 5))
+            res["dpo"][name] = {side: child("bench.dpo", side, path, n, steps) for side in ("ours", "trl")}
+        rollout_model = smollm or models["tiny"]
+        res["rollout"] = {"model": "smollm2-135m" if smollm else "tiny",
+                          **child("bench.rollout", rollout_model, "8,32,64", 32 if q else 64)}
+        res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 12, a.repo)
+    res["gpu"] = "not measured: no CUDA device on this machine (the device tool lent none to this session)"
+    res["seconds"] = time.time() - t0
+    print_table(res)
+    out = ROOT / "bench/results" / f"{time.strftime('%Y-%m-%d')}-cpu{os.cpu_count()}{'-quick' if q else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"\nwritten: {out.relative_to(ROOT)} ({res['seconds'] / 60:.1f} min)")
+
+
+def print_table(res: dict) -> None:
+    print(f"\nmachine: {res['machine']}")
+    print("\n1. DPO training step (sigmoid, beta 0.1, fp32; warm-up excluded)")
+    print(f"{'model':14} {'side':5} {'pairs/step':>10} {'seqs/step':>9} {'median s':>9} {'min s':>7} "
+          f"{'pairs/s med':>11} {'peak RSS MB':>11}")
+    for name, sides in res["dpo"].items():
+        for side, r in sides.items():
+            print(f"{name:14} {side:5} {r['pairs_per_step']:>10} {r['sequences_per_step']:>9} {r['median_step_s']:>9.3f} "
+                  f"{r['min_step_s']:>7.3f} {r['pairs_per_s_median']:>11.1f} {r['peak_rss_mb']:>11.0f}")
+        o, t = sides["ours"], sides["trl"]
+        print(f"{'':14} ours/TRL pairs/s: median {o['pairs_per_s_median'] / t['pairs_per_s_median']:.2f}x, "
+              f"best {o['pairs_per_s_best'] / t['pairs_per_s_best']:.2f}x")
+    r = res["rollout"]
+    print(f"\n2. Rollout ({r['model']}, {r['prompts']} prompts x {r['new_tokens']} new tokens, T = 1)")
+    by = {(x["side"], x["batch"]): x["tokens_per_s"] for x in r["rows"]}
+    for b in sorted({x["batch"] for x in r["rows"]}):
+        print(f"batch {b:>3}: plain generate {by[('plain_generate', b)]:7.1f} tok/s, ours {by[('ours', b)]:7.1f} tok/s "
+              f"({by[('ours', b)] / by[('plain_generate', b)]:.2f}x)")
+    top = max(x["batch"] for x in r["rows"])
+    print(f"ours at batch {top} vs plain generate at batch 8: {by[('ours', top)] / by[('plain_generate', 8)]:.2f}x")
+    o = res["overhead"]
+    print(f"\n3. Overhead: SFT loop {o['steps']} steps bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
+          f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %)")
+    d = o["noop_dvc_repro"]
+    print("   no-op dvc repro: " + (f"{d['median_s']:.2f} s (median of 3)" if "median_s" in d else d["skipped"]))
+    print(f"\n4. GPU: {res['gpu']}")
+
+
+if __name__ == "__main__":
+    main()

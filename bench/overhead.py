@@ -1,0 +1,99 @@
+"""Pipeline overhead: the same SFT step loop run bare vs inside a Prefect flow (against a real, temporary
+Prefect server) with an MLflow run (SQLite store) and per-step MLflow logging — what a stage adds around
+its training loop. And the time of a no-op `dvc repro` (every stage up to date).
+
+    python -m bench.overhead <model dir> <steps>     -> one JSON line
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from bench.dpo import peak_rss_mb
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def sft_items(tok, n: int) -> list[dict]:
+    from tasks.batching import encode_example
+    from tasks.common import ROOT, read_jsonl
+
+    rows = read_jsonl(ROOT / "data/reviews.jsonl")[:n]
+    return [encode_example(" ".join(r["text"].split()[:5]), " " + " ".join(r["text"].split()[5:]), tok, 96)
+            for r in rows]
+
+
+def loop(model_dir: str, steps: int, on_step=None) -> float:
+    """Load, then time the SFT stage's own training loop (tasks.train.fit with the SFT loss)."""
+    import torch
+
+    from tasks.batching import collate
+    from tasks.config import SFTConfig
+    from tasks.sft import lm_loss, load_lm
+    from tasks.train import fit
+
+    model, tok = load_lm(Path(model_dir))
+    cfg = SFTConfig(max_steps=steps, batch_size=8, lr=5e-5, max_length=96, checkpoint_every=0)
+    items = sft_items(tok, 8 * steps)
+    t0 = time.perf_counter()
+    fit(model, items, partial(collate, pad_id=tok.pad_token_id), lm_loss, cfg, "cpu", torch.float32,
+        on_step=on_step, desc="bench sft")
+    return time.perf_counter() - t0
+
+
+def through_flow(model_dir: str, steps: int) -> float:
+    """The same loop as a Prefect task in a Prefect flow, inside an MLflow stage run, logging every step."""
+    from prefect import flow, task
+
+    from flows.common import log_step
+    from tasks import tracking
+
+    @task(name="train")
+    def train():
+        return loop(model_dir, steps, on_step=log_step)
+
+    @flow(name="bench-sft")
+    def stage():
+        with tracking.stage_run("bench-sft", "bench", {"steps": steps}):
+            return train()
+
+    t0 = time.perf_counter()
+    stage()
+    return time.perf_counter() - t0
+
+
+def noop_dvc_repro(repo: Path) -> dict:
+    """`dvc repro` where `dvc status` says nothing changed (else it would train: then not measured)."""
+    status = subprocess.run([DVC, "status", "--json"], cwd=repo, capture_output=True, text=True)
+    if status.returncode or json.loads(status.stdout or "{}"):
+        return {"skipped": f"{repo}: pipeline not up to date (dvc status), so a repro would not be a no-op"}
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([DVC, "repro"], cwd=repo, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return {"repo": str(repo), "seconds": sorted(times), "median_s": sorted(times)[1]}
+
+
+if __name__ == "__main__":
+    import flows  # noqa: F401  (Prefect's settings: telemetry off, before prefect is imported)
+    from prefect.testing.utilities import prefect_test_harness
+
+    model_dir, steps, repo = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        loop(model_dir, 2)                                    # warm-up: first-call costs are not overhead
+        bare = [loop(model_dir, steps) for _ in range(2)]
+        with prefect_test_harness(server_startup_timeout=120):  # a real temporary server (its start not timed)
+            through_flow(model_dir, 2)                        # warm-up: first flow/run registration
+            flowed = [through_flow(model_dir, steps) for _ in range(2)]
+    b, f = min(bare), min(flowed)
+    print("BENCH " + json.dumps({"steps": steps, "bare_s": bare, "flow_mlflow_s": flowed, "overhead_s": f - b,
+                                 "overhead_pct": 100 * (f - b) / b, "noop_dvc_repro": noop_dvc_repro(repo),
+                                 "peak_rss_mb": peak_rss_mb()}))
