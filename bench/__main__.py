@@ -105,6 +105,9 @@ def print_table(res: dict) -> None:
               f"({by[('ours', b)] / by[('plain_generate', b)]:.2f}x)")
     top = max(x["batch"] for x in r["rows"])
     print(f"ours at batch {top} vs plain generate at batch 8: {by[('ours', top)] / by[('plain_generate', 8)]:.2f}x")
+    prof = r["profile_batch8"]
+    print(f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "
+          + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["ops"][:4]))
     o = res["overhead"]
     print(f"\n3. Overhead: SFT loop {o['steps']} steps bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
           f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %)")

@@ -53,6 +53,20 @@ def ours(model, tok, prompts: list[str], batch: int) -> int:
     return sum(len(r["response"]) for r in sample(model, tok, prompts, 1, cfg, seed=0, desc="bench rollout"))
 
 
+def profile(model, tok, prompts: list[str]) -> dict:
+    """Where a batch-8 rollout's time goes: torch.profiler's top ops by self CPU time (share of the total)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        plain_generate(model, tok, prompts[:8], 8)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm",
+                                                                  "aten::matmul", "aten::linear"))
+    return {"matmul_share": matmul / total, "ops": [{"op": e.key, "share": e.self_cpu_time_total / total,
+                                                     "calls": e.count} for e in ops[:8]]}
+
+
 def timed(fn, *args) -> tuple[float, int]:
     t0 = time.perf_counter()
     n = fn(*args)
@@ -72,5 +86,5 @@ if __name__ == "__main__":
         for side, fn in (("plain_generate", plain_generate), ("ours", ours)):
             s, n = timed(fn, model, tok, prompts, b)
             rows.append({"side": side, "batch": b, "seconds": s, "tokens": n, "tokens_per_s": n / s})
-    print("BENCH " + json.dumps({"rows": rows, "prompts": n_prompts, "new_tokens": NEW_TOKENS,
+    print("BENCH " + json.dumps({"rows": rows, "profile_batch8": profile(model, tok, prompts), "prompts": n_prompts, "new_tokens": NEW_TOKENS,
                                  "peak_rss_mb": peak_rss_mb()}))

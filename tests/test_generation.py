@@ -88,3 +88,41 @@ def test_sequence_rewards_last_token_and_mean_pooling_ignore_padding():
             s = token_scalars(rm, alone)[0, len(q): len(q) + len(r)]   # head at each response token
             assert last[i].item() == pytest.approx(s[-1].item(), abs=1e-5)
             assert mean[i].item() == pytest.approx(s.mean().item(), abs=1e-5)
+
+
+def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
+    """The speed-up in our DPO step (each completion once, all K-choose-2 pairs indexed into it; bench/dpo.py)
+    gives the loss and the gradients of the usual layout (every pair's chosen and rejected rows, as TRL
+    batches them) to float32 rounding (1e-6 relative)."""
+    import itertools
+
+    from tasks.config import DPOConfig
+    from tasks.dpo import collate_dpo, dpo_step
+    from tasks.generation import pack, response_logprobs
+    from tasks.losses import dpo_loss
+
+    model, tok = lm
+    samples = sample(model, tok, PROMPTS, 4, SamplingConfig(max_new_tokens=10, batch_size=12), seed=3)
+    groups = []
+    for i in range(len(PROMPTS)):
+        resp = [s["response"] for s in samples if s["prompt_index"] == i]
+        pairs = [(a, b, 0.0, None) if (a + b + i) % 2 else (b, a, 0.0, None) for a, b in itertools.combinations(range(4), 2)]
+        groups.append({"query": samples[4 * i]["query"], "responses": resp, "pairs": pairs,
+                       "ref": [-1.5 * len(r) for r in resp]})
+    cfg = DPOConfig()
+    model.train()
+    loss, stats = dpo_step(model, collate_dpo(groups, tok.pad_token_id), cfg)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    assert stats["pairs"] == 18 and stats["sequences"] == 12
+    q, ch, rj, ref_c, ref_r = [], [], [], [], []
+    for g in groups:
+        for c, r, _, _ in g["pairs"]:
+            q.append(g["query"]), ch.append(g["responses"][c]), rj.append(g["responses"][r])
+            ref_c.append(g["ref"][c]), ref_r.append(g["ref"][r])
+    seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)   # 36 rows
+    want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.beta)
+    want_grads = torch.autograd.grad(want, list(model.parameters()))
+    model.eval()
+    assert torch.allclose(loss, want, rtol=1e-6, atol=0)
+    for g, w in zip(grads, want_grads):
+        assert torch.allclose(g, w, rtol=1e-5, atol=1e-7)
