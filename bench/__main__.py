@@ -7,7 +7,7 @@ a table and writes bench/results/<date>-<machine>.json:
   3. pipeline overhead: the SFT loop bare vs in a Prefect flow + MLflow run; a no-op dvc repro (bench/overhead.py)
   4. GPU step time / MFU: only on a CUDA machine (none here: recorded as not measured)
 
-    python -m bench [--smollm models/base] [--repo .] [--quick]
+    python -m bench [--smollm models/base] [--repo .] [--quick] [--only dpo|rollout|overhead]
 """
 from __future__ import annotations
 
@@ -62,27 +62,34 @@ def main() -> None:
     ap.add_argument("--smollm", default=str(ROOT / "models/base"), help="SmolLM2-135M dir (the base stage's output)")
     ap.add_argument("--repo", default=str(ROOT), help="a DVC repo whose pipeline is up to date (no-op repro)")
     ap.add_argument("--quick", action="store_true", help="fewer steps and prompts (a smoke run, not for the record)")
+    ap.add_argument("--only", choices=["dpo", "rollout", "overhead"],
+                    help="rerun one part and update today's results JSON (the other parts kept as they were)")
     a = ap.parse_args()
     q = a.quick
-    t0, res = time.time(), {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = ROOT / "bench/results" / f"{time.strftime('%Y-%m-%d')}-cpu{os.cpu_count()}{'-quick' if q else ''}.json"
+    res = json.loads(out.read_text()) if a.only and out.exists() else {}
+    t0 = time.time()
+    res.update(machine=machine(), date=time.strftime("%Y-%m-%d %H:%M"))
     smollm = Path(a.smollm) if (Path(a.smollm) / "config.json").exists() else None
+    run = lambda part: a.only in (None, part)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         models = {"tiny": tiny_model_dir(Path(tmp) / "tiny"), **({"smollm2-135m": smollm} if smollm else {})}
-        res["dpo"] = {}
-        for name, path in models.items():
-            n, steps = (2, 3) if q else ((4, 8) if name == "tiny" else (2, 5))
-            res["dpo"][name] = {side: child("bench.dpo", side, path, n, steps) for side in ("ours", "trl")}
-        rollout_model = smollm or models["tiny"]
-        res["rollout"] = {"model": "smollm2-135m" if smollm else "tiny",
-                          **child("bench.rollout", rollout_model, "8,32,64", 32 if q else 64)}
-        res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 12, a.repo)
+        if run("dpo"):
+            res["dpo"] = {}
+            for name, path in models.items():
+                n, steps = (2, 3) if q else ((4, 8) if name == "tiny" else (2, 5))
+                res["dpo"][name] = {side: child("bench.dpo", side, path, n, steps) for side in ("ours", "trl")}
+        if run("rollout"):
+            res["rollout"] = {"model": "smollm2-135m" if smollm else "tiny",
+                              **child("bench.rollout", smollm or models["tiny"], "8,32,64", 32 if q else 64)}
+        if run("overhead"):
+            res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 8, a.repo)
     res["gpu"] = "not measured: no CUDA device on this machine (the device tool lent none to this session)"
-    res["seconds"] = time.time() - t0
+    res["seconds" if not a.only else f"seconds_{a.only}"] = time.time() - t0
     print_table(res)
-    out = ROOT / "bench/results" / f"{time.strftime('%Y-%m-%d')}-cpu{os.cpu_count()}{'-quick' if q else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"\nwritten: {out.relative_to(ROOT)} ({res['seconds'] / 60:.1f} min)")
+    print(f"\nwritten: {out.relative_to(ROOT)} ({(time.time() - t0) / 60:.1f} min)")
 
 
 def print_table(res: dict) -> None:
@@ -109,8 +116,9 @@ def print_table(res: dict) -> None:
     print(f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "
           + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["ops"][:4]))
     o = res["overhead"]
-    print(f"\n3. Overhead: SFT loop {o['steps']} steps bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
-          f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %)")
+    print(f"\n3. Overhead: SFT stage work (load + {o['steps']} steps) bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
+          f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %; "
+          f"median of the paired runs {o.get('overhead_pct_paired_median', float('nan')):+.1f} %)")
     d = o["noop_dvc_repro"]
     print("   no-op dvc repro: " + (f"{d['median_s']:.2f} s (median of 3)" if "median_s" in d else d["skipped"]))
     print(f"\n4. GPU: {res['gpu']}")
