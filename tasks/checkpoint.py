@@ -59,6 +59,10 @@ class Checkpoint:
         if state.get("key") != self.key:
             print(f"{self.stage}: ignoring a checkpoint written under other params or data")
             return None
+        if not all(_same_layout(m, self.dir / f"{name}.safetensors") for name, m in models.items()):
+            # e.g. written by an older version of the code that wrapped the model differently
+            print(f"{self.stage}: ignoring a checkpoint whose weights do not fit this model")
+            return None
         for name, m in models.items():
             load_model(m, str(self.dir / f"{name}.safetensors"))
         set_rng_state(state["rng"])
@@ -67,6 +71,24 @@ class Checkpoint:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _same_layout(model: torch.nn.Module, path: Path) -> bool:
+    """The file holds the model's tensors: same names and shapes, every tensor there (tied weights, which
+    save_model stores once under one of their names, count as there when one of the names is)."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return False
+    with safe_open(str(path), "pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    groups: dict[tuple, list[str]] = {}
+    for k, v in model.state_dict().items():
+        if saved.get(k, tuple(v.shape)) != tuple(v.shape):
+            return False
+        groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)), []).append(k)
+    names = {k for g in groups.values() for k in g}
+    return set(saved) <= names and all(any(k in saved for k in g) for g in groups.values())
 
 
 def clear(stage: str) -> None:

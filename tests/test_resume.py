@@ -83,3 +83,24 @@ def test_a_failed_stage_run_ends_failed_in_mlflow(tiny_pipeline):
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'sft'",
                              order_by=["start_time DESC"]).iloc[0]
     assert run["status"] == "FAILED" and "sft.jsonl" in run["tags.error"]
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_loaded(tmp_path, monkeypatch):
+    """A checkpoint left by a killed run of an older version (here: the RM saved as a bare HF model, now
+    wrapped in TokenScorer) is ignored and training starts over, instead of the stage failing in
+    load_state_dict; the same checkpoint loads into the model it was written from (tied weights too)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from tasks import checkpoint
+    from tasks.reward import TokenScorer
+
+    monkeypatch.setattr(checkpoint, "CKPT_ROOT", tmp_path)
+    cfg = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    ckpt = checkpoint.Checkpoint("rm", 1, {"cfg": 1})
+    ckpt.save(3, {"model": LlamaForCausalLM(cfg)}, {"history": []})
+    assert ckpt.load({"model": LlamaForCausalLM(cfg)})["step"] == 3
+    scorer = TokenScorer(LlamaForSequenceClassification(LlamaConfig(**{**cfg.to_dict(), "num_labels": 1})))
+    before = {k: v.clone() for k, v in scorer.state_dict().items()}
+    assert ckpt.load({"model": scorer}) is None
+    assert all(torch.equal(before[k], v) for k, v in scorer.state_dict().items())
