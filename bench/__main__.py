@@ -83,7 +83,7 @@ def main() -> None:
             res["rollout"] = {"model": "smollm2-135m" if smollm else "tiny",
                               **child("bench.rollout", smollm or models["tiny"], "8,32,64", 32 if q else 64)}
         if run("overhead"):
-            res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 8, a.repo)
+            res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 8, a.repo, models["tiny"])
     res["gpu"] = "not measured: no CUDA device on this machine (the device tool lent none to this session)"
     res["seconds" if not a.only else f"seconds_{a.only}"] = time.time() - t0
     print_table(res)
@@ -94,17 +94,29 @@ def main() -> None:
 
 def print_table(res: dict) -> None:
     print(f"\nmachine: {res['machine']}")
+    if "dpo" in res:
+        print_dpo(res["dpo"])
+    if "rollout" in res:
+        print_rollout(res["rollout"])
+    if "overhead" in res:
+        print_overhead(res["overhead"])
+    print(f"\n4. GPU: {res['gpu']}")
+
+
+def print_dpo(dpo: dict) -> None:
     print("\n1. DPO training step (sigmoid, beta 0.1, fp32; warm-up excluded)")
     print(f"{'model':14} {'side':5} {'pairs/step':>10} {'seqs/step':>9} {'median s':>9} {'min s':>7} "
           f"{'pairs/s med':>11} {'peak RSS MB':>11}")
-    for name, sides in res["dpo"].items():
+    for name, sides in dpo.items():
         for side, r in sides.items():
             print(f"{name:14} {side:5} {r['pairs_per_step']:>10} {r['sequences_per_step']:>9} {r['median_step_s']:>9.3f} "
                   f"{r['min_step_s']:>7.3f} {r['pairs_per_s_median']:>11.1f} {r['peak_rss_mb']:>11.0f}")
         o, t = sides["ours"], sides["trl"]
         print(f"{'':14} ours/TRL pairs/s: median {o['pairs_per_s_median'] / t['pairs_per_s_median']:.2f}x, "
               f"best {o['pairs_per_s_best'] / t['pairs_per_s_best']:.2f}x")
-    r = res["rollout"]
+
+
+def print_rollout(r: dict) -> None:
     print(f"\n2. Rollout ({r['model']}, {r['prompts']} prompts x {r['new_tokens']} new tokens, T = 1)")
     by = {(x["side"], x["batch"]): x["tokens_per_s"] for x in r["rows"]}
     for b in sorted({x["batch"] for x in r["rows"]}):
@@ -115,13 +127,20 @@ def print_table(res: dict) -> None:
     prof = r["profile_batch8"]
     print(f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "
           + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["ops"][:4]))
-    o = res["overhead"]
+
+
+def print_overhead(o: dict) -> None:
     print(f"\n3. Overhead: SFT stage work (load + {o['steps']} steps) bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
           f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %; "
           f"median of the paired runs {o.get('overhead_pct_paired_median', float('nan')):+.1f} %)")
+    if "wrapper_tiny" in o:
+        w = o["wrapper_tiny"]
+        print(f"   paired runs: {', '.join(f'{p:+.1f} %' for p in o['overhead_pct_paired'])} (compute noise of this "
+              f"machine at this length); the wrapper alone (tiny model): {w['fixed_s']:.2f} s per stage + "
+              f"{1000 * w['per_step_s']:.1f} ms per logged step -> {o['default_sft_stage_pct']:.2f} % of the default "
+              f"24-step SFT stage")
     d = o["noop_dvc_repro"]
     print("   no-op dvc repro: " + (f"{d['median_s']:.2f} s (median of 3)" if "median_s" in d else d["skipped"]))
-    print(f"\n4. GPU: {res['gpu']}")
 
 
 if __name__ == "__main__":
