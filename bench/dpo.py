@@ -80,7 +80,7 @@ def run_trl(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from tasks.batching import render_prompt
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", use_safetensors=True)
     pairs = comparison_pairs(prompts_per_step * (WARMUP + steps))
     # the same prompt text our side encodes (rendered with the chat template where the model has one)
     data = Dataset.from_list([{"prompt": render_prompt(p["prompt"], tok), "chosen": p["chosen"],
