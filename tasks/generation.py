@@ -66,11 +66,19 @@ def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, devi
 
 
 def response_logits(model, packed: dict) -> torch.Tensor:
-    """Logits (B, L, V) that predict the response tokens."""
+    """Logits (B, L, V) that predict the response tokens.
+
+    Only the last L + 1 positions go through the LM head (`logits_to_keep`): the prompt's logits are never
+    used, and with a 49k-token vocabulary the head is a fifth of a small model's forward pass.
+    """
     P, L = packed["P"], packed["response"].shape[1]
-    logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                   position_ids=packed["position_ids"]).logits
-    return logits[:, P - 1: P + L - 1]
+    kw = dict(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+              position_ids=packed["position_ids"])
+    try:
+        logits = model(**kw, logits_to_keep=L + 1).logits
+    except TypeError:  # a model class without logits_to_keep: compute them all
+        logits = model(**kw).logits
+    return logits[:, -(L + 1): -1]
 
 
 def response_logprobs(model, packed: dict, temperature: float = 1.0) -> torch.Tensor:
