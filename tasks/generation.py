@@ -69,16 +69,18 @@ def response_logits(model, packed: dict) -> torch.Tensor:
     """Logits (B, L, V) that predict the response tokens.
 
     Only the last L + 1 positions go through the LM head (`logits_to_keep`): the prompt's logits are never
-    used, and with a 49k-token vocabulary the head is a fifth of a small model's forward pass.
+    used, and SmolLM2's head (49k vocabulary x 576) is 28M of its 134M weights, ~21 % of a token's FLOPs.
     """
-    P, L = packed["P"], packed["response"].shape[1]
+    L = packed["response"].shape[1]
     kw = dict(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
               position_ids=packed["position_ids"])
     try:
         logits = model(**kw, logits_to_keep=L + 1).logits
-    except TypeError:  # a model class without logits_to_keep: compute them all
+    except TypeError as e:  # a model class without logits_to_keep: compute them all (any other error is real)
+        if "logits_to_keep" not in str(e):
+            raise
         logits = model(**kw).logits
-    return logits[:, -(L + 1): -1]
+    return logits[:, -(L + 1): -1]  # positions P-1 .. P+L-2 predict the L response tokens
 
 
 def response_logprobs(model, packed: dict, temperature: float = 1.0) -> torch.Tensor:

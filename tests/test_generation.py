@@ -43,6 +43,46 @@ def test_logprobs_equal_a_plain_forward_pass(lm, temperature):
         assert torch.allclose(lp, plain_logprobs(model, s["query"], s["response"], temperature), atol=1e-5)
 
 
+class NoKeepArg(torch.nn.Module):
+    """A causal LM whose forward has no logits_to_keep (older or custom model classes)."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.model, self.calls = model, calls
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        self.calls.append(input_ids.shape)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+
+def test_logprobs_are_the_same_for_a_model_without_logits_to_keep(lm):
+    model, tok = lm
+    cfg = SamplingConfig(max_new_tokens=8, temperature=1.0, batch_size=4)
+    s = sample(model, tok, PROMPTS, 2, cfg, seed=2)
+    q, r = [x["query"] for x in s], [x["response"] for x in s]
+    calls = []
+    got = batched_logprobs(NoKeepArg(model, calls), q, r, tok.pad_token_id, batch_size=6)
+    want = batched_logprobs(model, q, r, tok.pad_token_id, batch_size=6)
+    assert len(calls) == 1  # one batch, one forward: the failed logits_to_keep call ran nothing
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_type_error_inside_the_model_is_not_swallowed(lm):
+    model, tok = lm
+
+    calls = []
+
+    class Broken(torch.nn.Module):
+        def forward(self, **kw):
+            calls.append(kw)
+            raise TypeError("bad dtype in attention")
+
+    with pytest.raises(TypeError, match="bad dtype"):
+        batched_logprobs(Broken(), [tok("the movie")["input_ids"]], [[5, 6]], tok.pad_token_id)
+    assert len(calls) == 1  # raised at once, not retried as a full forward pass
+
+
 def test_logprobs_match_the_scores_generate_sampled_from(lm):
     model, tok = lm
     q = tok("the movie")["input_ids"]
