@@ -1,6 +1,7 @@
 """The sample and rm stages on the tiny profile: simulated labels, dataset labels, bad files, other scorers."""
 import hashlib
 import json
+import statistics
 
 import pytest
 import torch
@@ -34,6 +35,16 @@ def test_tiny_repro_through_rm(tiny_pipeline):
     assert norm["gain"] > 0
     pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
     assert {"prompt", "chosen", "rejected", "prompt_id"} <= pairs[0].keys()
+    # the saved RM + its gain/bias give the held-out prompts' SFT completions mean 0 and std 1
+    from types import SimpleNamespace
+    from tasks.reward import build_groups, load_scalar_model, score_groups
+
+    rm_cfg = SimpleNamespace(**yaml.safe_load((root / "params.yaml").read_text())["rm"])
+    model, tok = load_scalar_model(root / "models/rm")
+    _, held = build_groups(pairs, tok, rm_cfg)
+    r = [x * norm["gain"] + norm["bias"] for g in score_groups(model, held, tok.pad_token_id, 16, "cpu",
+                                                               torch.float32, norm["pooling"]) for x in g]
+    assert len(r) > 10 and abs(statistics.fmean(r)) < 1e-4 and abs(statistics.pstdev(r) - 1) < 1e-4
 
 
 def write_prefs(path, n=60, fmt="trl"):
