@@ -141,7 +141,8 @@ class TrainConfig(Section):
 
 
 class SFTConfig(TrainConfig):
-    pass
+    heldout_max_examples: Optional[int] = Field(None, ge=1, description="score only the first N held-out "
+                                                "demonstrations, before and after training (null: all)")
 
 
 class Generation(Section):

@@ -15,6 +15,33 @@ from tasks.losses import token_logprobs
 from tasks.train import autocast
 
 
+class InverseCDFDraw:
+    """A logits processor that draws the next token and leaves only it (0 there, -inf elsewhere).
+
+    Inverse-transform sampling: u ~ U(0, 1), token = the first index whose cumulative probability exceeds u.
+    That is an exact draw from softmax(scores) with one uniform per row. torch.multinomial (what
+    do_sample=True uses) draws one exponential per vocabulary entry on CPU: 48 x 49k per step, 16 % of a
+    SmolLM2 sampling step on this 2-core machine (torch profiler, batch 48). The cumulative sum is float64
+    so that even a 1e-9-probability token keeps its share.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = scores.double().softmax(-1).cumsum(-1)
+        u = torch.rand(scores.shape[0], 1, device=scores.device, dtype=torch.float64) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).clamp_max(scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
+
+
+def inverse_cdf_sampler(temperature: float, top_k: int = 0, top_p: float = 1.0):
+    """Temperature, top-k and top-p as transformers applies them with do_sample=True, then the draw."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    procs = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    procs += [TopKLogitsWarper(top_k)] if top_k > 0 else []
+    procs += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+    return LogitsProcessorList(procs + [InverseCDFDraw()])
+
+
 def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device: str = "cpu",
            dtype=torch.float32, max_prompt_len: int = 64, desc: str = "sampling") -> list[dict]:
     """n_per_prompt responses for each prompt, seeded (cfg: a config.Generation).
@@ -25,11 +52,12 @@ def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device:
     """
     queries = [encode_prompt(p, tok, max_prompt_len) for p in prompts]
     jobs = [(i, q) for i, q in enumerate(queries) for _ in range(n_per_prompt)]
-    greedy = cfg.temperature == 0
-    gen_kw = dict(do_sample=not greedy, max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
+    # Sampling runs as greedy decoding over logits that inverse_cdf_sampler has already reduced to the one
+    # token it drew: generate() still does the KV cache, EOS and padding; only the draw is ours (see there).
+    gen_kw = dict(do_sample=False, max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
                   pad_token_id=tok.pad_token_id, use_cache=True)
-    if not greedy:
-        gen_kw.update(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    if cfg.temperature > 0:
+        gen_kw["logits_processor"] = inverse_cdf_sampler(cfg.temperature, cfg.top_k, cfg.top_p)
     model.eval()
     out = []
     for b, start in enumerate(tqdm(range(0, len(jobs), cfg.batch_size), desc=desc, dynamic_ncols=True)):

@@ -31,7 +31,7 @@ def lm_loss(model, batch):
 def heldout_loss(model_dir: Path, cfg, device: str, dtype) -> float:
     """Per-token NLL of the held-out demonstrations' completions under the model in model_dir."""
     model, tok = load_lm(model_dir, device)
-    val = encoded_split("sft_val", tok, cfg.max_length)
+    val = encoded_split("sft_val", tok, cfg.max_length)[: cfg.heldout_max_examples]
     return heldout_nll(model, val, partial(collate, pad_id=tok.pad_token_id), cfg.eval_batch_size, device, dtype)
 
 

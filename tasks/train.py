@@ -71,6 +71,12 @@ def batches(items: list, cfg, seed: int):
             yield [items[j] for j in perm[i: i + bs]]
 
 
+def items_seen(n_items: int, cfg) -> list[int]:
+    """Indices (sorted) of the items `fit` draws in its num_steps steps: its seeded batch order, replayed."""
+    order = batches(list(range(n_items)), cfg, cfg.seed)
+    return sorted({i for _ in range(num_steps(n_items, cfg)) for i in next(order)})
+
+
 def my_micro_batches(batch: list, grad_accum: int, rank: int = 0, world: int = 1) -> list[list]:
     """This process's micro-batches of a global batch: the batch is cut into world x grad_accum equal
     slices and process r takes slices r*grad_accum ... (r+1)*grad_accum - 1. Each backward is scaled by

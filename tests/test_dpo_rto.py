@@ -14,40 +14,52 @@ def changed_tensors(a, b):
     return sum(not (a[k] == b[k]).all() for k in a)
 
 
-def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch):
-    """Count the no-grad forward rows through the SFT model during a 2-epoch DPO run."""
-    from tasks import config
+@pytest.mark.parametrize("run", [{"max_steps": None, "epochs": 2.0}, {"max_steps": 2}], ids=["2 epochs", "2 steps"])
+def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch, tmp_path, run):
+    """Count the no-grad forward rows through the SFT model during a DPO run: the reference pass covers
+    exactly the completions training reaches (all of them in 2 epochs, a few in 2 steps), once each."""
+    from tasks import config, dpo
     from tasks.common import read_jsonl
     from tasks.dpo import train_dpo
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
     monkeypatch.setattr("tasks.data.OUT", root / "data/prepared")
-    cfg = config.load("dpo", config.read_params(root / "params.yaml")).model_copy(update={"max_steps": None, "epochs": 2.0})
+    monkeypatch.setattr("tasks.checkpoint.CKPT_ROOT", tmp_path)  # in-process: never resume another run's state
+    cfg = config.load("dpo", config.read_params(root / "params.yaml")).model_copy(update=run)
     pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
-    rows = {"no_grad": 0, "grad": 0}
+    rows, trained = {"no_grad": 0, "grad": 0}, {}
 
     from transformers import LlamaForCausalLM
-    orig = LlamaForCausalLM.forward
+    orig, orig_collate = LlamaForCausalLM.forward, dpo.collate_dpo
 
     def counting(self, *a, **kw):
         rows["grad" if torch.is_grad_enabled() else "no_grad"] += kw["input_ids"].shape[0]
         return orig(self, *a, **kw)
 
+    def recording(groups, pad_id):  # which completions training puts through the model
+        trained.update({g["prompt_id"]: len(g["responses"]) for g in groups})
+        return orig_collate(groups, pad_id)
+
     monkeypatch.setattr(LlamaForCausalLM, "forward", counting)
+    monkeypatch.setattr(dpo, "collate_dpo", recording)
     out = train_dpo(cfg, root / "models/sft", root / "data/comparisons/pairs.jsonl", root / "dpo-count", "cpu",
                     torch.float32)
     m = out["metrics"]
     assert m["n_train_pairs"] + m["heldout_n_pairs"] == len(pairs)
     n_completions = len({(p["prompt_id"], p[side]) for p in pairs for side in ("chosen", "rejected")})
     n_held = n_completions - m["n_train_completions"]
-    # reference: every completion once; then the held-out accuracy pass (once per held-out completion)
-    assert rows["no_grad"] == n_completions + n_held
+    # reference: every completion training reaches and every held-out one, once; then the held-out
+    # accuracy pass (once per held-out completion)
+    assert rows["no_grad"] == sum(trained.values()) + 2 * n_held
+    if run.get("max_steps") == 2:
+        assert len(trained) == 2 * cfg.batch_size and sum(trained.values()) < m["n_train_completions"]
     # training: each step puts every completion of its prompts through once, however many pairs it is in
     h = out["history"]
     assert rows["grad"] == sum(r["sequences"] for r in h) > 0
     assert sum(r["pairs"] for r in h) == pytest.approx(1.5 * rows["grad"], rel=0.1)  # K=4: 6 pairs per 4 rows
-    assert rows["grad"] >= 2 * m["n_train_completions"] - 2 * cfg.batch_size * 4   # 2 epochs (last batch dropped)
+    if run.get("epochs") == 2.0:
+        assert rows["grad"] >= 2 * m["n_train_completions"] - 2 * cfg.batch_size * 4  # last batch dropped
 
 
 def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pipeline):

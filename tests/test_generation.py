@@ -5,7 +5,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from tasks.base_model import tiny_tokenizer
 from tasks.config import Generation as SamplingConfig
-from tasks.generation import batched_logprobs, sample
+from tasks.generation import InverseCDFDraw, batched_logprobs, inverse_cdf_sampler, sample
 
 TEXTS = ["the movie was great and the acting was superb", "a dull plot, a boring ending and bad jokes",
          "I loved the music but the story was thin"] * 20
@@ -94,6 +94,32 @@ def test_logprobs_match_the_scores_generate_sampled_from(lm):
     ref = torch.stack([torch.log_softmax(s[0], -1)[t] for s, t in zip(out.scores, resp)])
     got = batched_logprobs(model, [q], [resp], tok.pad_token_id, temperature=0.7)[0]
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def draw_frequencies(procs, logits: torch.Tensor, n: int = 40_000) -> torch.Tensor:
+    torch.manual_seed(0)
+    out = procs(None, logits.repeat(n, 1))
+    assert ((out == 0).sum(1) == 1).all() and (out[out != 0] == float("-inf")).all()  # one token left per row
+    return torch.bincount(out.argmax(1), minlength=logits.shape[-1]).double() / n
+
+
+def test_the_inverse_cdf_draw_is_an_exact_sample_of_the_softmax():
+    # probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625, 0 (hand-computed from the log-probs below)
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0]]))
+    freq = draw_frequencies(InverseCDFDraw(), logits)
+    p = torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0], dtype=torch.float64)
+    sd = (p * (1 - p) / 40_000).sqrt()
+    assert ((freq - p).abs() <= 4 * sd + 1e-12).all(), freq  # within 4 standard errors, token by token
+    assert freq[-1] == 0  # a zero-probability token is never drawn
+
+
+def test_temperature_and_top_k_apply_before_the_draw():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    freq = draw_frequencies(inverse_cdf_sampler(temperature=0.5, top_k=2), logits)
+    p = torch.softmax(torch.tensor([2.0, 1.0]) / 0.5, -1).double()  # e^4 / (e^4 + e^2) = 0.881
+    assert freq[2:].sum() == 0 and abs(freq[0] - p[0]) < 4 * (p[0] * p[1] / 40_000).sqrt()
+    top_p = draw_frequencies(inverse_cdf_sampler(1.0, top_p=0.5), logits)
+    assert top_p[0] == 1  # p = 0.64, 0.24, ...: the nucleus of mass 0.5 is the first token alone
 
 
 def test_sampling_is_seeded_and_stops_at_eos(lm):
