@@ -32,38 +32,8 @@ def run_stage(flow, sections: tuple[str, ...], preflight=None) -> None:
             check_prompt_lengths(params, flow.name)
         if preflight:
             preflight(params)
-        if booting := boot_prefect_server():  # after validation: bad input never leaves a server behind
-            if "compute" in sections:  # a model stage: its imports overlap with the server's start-up
-                import torch, transformers  # noqa: E401, F401
-            booting.join()
         flow()
     die_cleanly(main)
-
-
-def boot_prefect_server():
-    """With no PREFECT_API_URL, start Prefect's temporary API server now, in the background.
-
-    The flow would start it on its first API call and wait for it to answer. It is a separate process, so
-    started first it boots while this one imports torch and transformers. It is the same
-    instance the flow's client then uses (SubprocessASGIServer is one per process), stopped at exit as
-    before. If it fails here, the flow's own start raises the error.
-    """
-    import threading
-
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    def start():
-        try:
-            SubprocessASGIServer().start()
-        except Exception:
-            pass  # reported by the flow, which starts it again
-    t = threading.Thread(target=start, daemon=True)
-    t.start()
-    return t
 
 
 # stage -> (prompt split it generates from, section whose max_prompt_len applies)
