@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")   # the in-process tests too (before torch is imported): see project_env
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Never copied into a test project: local run state and outputs of the developer's own runs.
@@ -32,6 +34,9 @@ def free_port() -> int:
 
 def project_env(root: Path, **extra) -> dict:
     env = dict(os.environ)
+    # One torch thread per process: the tiny model gains nothing from two, and with two xdist workers (plus
+    # two-process DDP and two queued experiments at once) two threads each would oversubscribe 2 cores.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(root), DVC_NO_ANALYTICS="1",
                PREFECT_HOME=str(root / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                TOKENIZERS_PARALLELISM="false", MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
@@ -112,3 +117,26 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
     t0 = time.time()
     run_cmd(root, "dvc", "repro", "sft", PREFECT_API_URL=prefect_server)
     return {"root": root, "seconds": time.time() - t0, "prefect_api": prefect_server}
+
+
+# The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,
+# --no-loadscope-reorder). Files go out in this order, longest first (seconds measured serially on this
+# 2-core machine, 2026-12-02), so the one long file (the whole pipeline, 446 s) starts at once and the
+# rest fill the other worker; unlisted files follow in their usual order.
+COST_ORDER = ["test_pipeline", "test_distributed", "test_ppo_stage", "test_bad_inputs", "test_reward_stage",
+              "test_dpo_rto", "test_resume"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(COST_ORDER)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable: keeps order within
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the speed measurements tests record (record_property("timing", ...)): measured, not asserted."""
+    lines = [v for rep in terminalreporter.stats.get("passed", []) if rep.when == "call"
+             for k, v in getattr(rep, "user_properties", []) if k == "timing"]
+    if lines:
+        terminalreporter.section("timings (measured, not asserted)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -31,10 +31,11 @@ def full(tmp_path_factory, prefect_server):
     return {"root": root, "seconds": seconds, "api": prefect_server}
 
 
-def test_whole_tiny_pipeline_runs_and_prints_the_table(full):
-    # The 3-minute goal is a speed goal: measured and printed here (pytest -s shows it), not
+def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):
+    # The 3-minute goal is a speed goal: measured and printed in the summary at the end of the run, not
     # asserted, so a loaded CI machine cannot fail the suite on it; the bound only catches a hang.
-    print(f"tiny dvc repro (every stage): {full['seconds']:.0f} s (goal: 180 s)")
+    record_property("timing", f"tiny dvc repro (every stage, from a fresh project): {full['seconds']:.0f} s "
+                              f"(goal: 180 s; the other xdist worker runs tests meanwhile)")
     assert full["seconds"] <= 900
     table = run_cmd(full["root"], "dvc", "metrics", "show").stdout
     for row in ("metrics/eval/sft.json", "metrics/eval/ppo.json", "metrics/eval/dpo.json", "metrics/eval/rto.json"):
@@ -76,29 +77,30 @@ def test_gate_refuses_and_leaves_the_alias(full):
     assert mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version == before
 
 
-def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full):
-    """Four queued DVC experiments, two at a time (`dvc queue start -j 2`): they share one MLflow SQLite
-    store and DVC cache, and each must finish with its own results."""
+def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_property):
+    """Three queued DVC experiments, two at a time (`dvc queue start -j 2`), plus the workspace's run: four
+    points per algorithm. The experiments share one MLflow SQLite store and DVC cache, and each must finish
+    with its own results."""
     root = full["root"]
     # none of them the workspace's own values (an experiment that repeats it is the same point)
-    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.005, 0.1, 1.0], "dpo_beta": [0.02, 0.05, 0.5, 5.0],
-                               "rto_kl_coef": [0.001, 0.005, 0.05, 0.5], "jobs": 2})
+    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.1, 1.0], "dpo_beta": [0.02, 0.5, 5.0],
+                               "rto_kl_coef": [0.001, 0.05, 0.5], "jobs": 2})
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
     t0 = time.time()
     proc = run_cmd(root, "python", "-m", "tasks.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
-    print(f"frontier sweep (4 experiments): {time.time() - t0:.0f} s")
-    assert "ppo 5 points" in proc.stdout and "dpo 5 points" in proc.stdout and "rto 5 points" in proc.stdout
+    record_property("timing", f"frontier sweep (3 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
+    assert "ppo 4 points" in proc.stdout and "dpo 4 points" in proc.stdout and "rto 4 points" in proc.stdout
     for algo in ("ppo", "dpo", "rto"):
         rows = (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()
-        assert rows[0] == "experiment,coef,kl,gold_reward,win_rate_gold" and len(rows) == 1 + 5
+        assert rows[0] == "experiment,coef,kl,gold_reward,win_rate_gold" and len(rows) == 1 + 4
     assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
     exps = run_cmd(root, "dvc", "exp", "ls").stdout
-    assert exps.count("frontier-") == 4
+    assert exps.count("frontier-") == 3
     for algo in ("ppo", "dpo", "rto"):   # distinct results: each experiment trained with its own coefficient
         rows = [r.split(",") for r in (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()[1:]]
-        assert len({r[1] for r in rows}) == 5 and len({r[2] for r in rows}) == 5
+        assert len({r[1] for r in rows}) == 4 and len({r[2] for r in rows}) == 4
     evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
-    assert (evals["status"] == "FINISHED").all() and len(evals) >= 5
+    assert (evals["status"] == "FINISHED").all() and len(evals) >= 4
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'frontier'").iloc[0]
     assert "frontier.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
 
