@@ -9,6 +9,7 @@ a table and writes bench/results/<date>-<machine>.json:
 
     python -m bench [--smollm models/base] [--repo .] [--quick] [--only dpo|rollout|overhead]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.common import ROOT
+from flows.paths import ROOT
 
 
 def child(module: str, *args) -> dict:
     """Run `python -m <module> args` and return the JSON it prints after 'BENCH '."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if proc.returncode or not line:
         raise RuntimeError(f"{module} {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
@@ -50,11 +52,24 @@ def tiny_model_dir(dest: Path) -> Path:
 def machine() -> dict:
     import torch
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "gpu": torch.cuda.is_available(),
-            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**20, 1),
+        "gpu": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -62,8 +77,11 @@ def main() -> None:
     ap.add_argument("--smollm", default=str(ROOT / "models/base"), help="SmolLM2-135M dir (the base stage's output)")
     ap.add_argument("--repo", default=str(ROOT), help="a DVC repo whose pipeline is up to date (no-op repro)")
     ap.add_argument("--quick", action="store_true", help="fewer steps and prompts (a smoke run, not for the record)")
-    ap.add_argument("--only", choices=["dpo", "rollout", "overhead"],
-                    help="rerun one part and update today's results JSON (the other parts kept as they were)")
+    ap.add_argument(
+        "--only",
+        choices=["dpo", "rollout", "overhead"],
+        help="rerun one part and update today's results JSON (the other parts kept as they were)",
+    )
     a = ap.parse_args()
     q = a.quick
     out = ROOT / "bench/results" / f"{time.strftime('%Y-%m-%d')}-cpu{os.cpu_count()}{'-quick' if q else ''}.json"
@@ -80,8 +98,10 @@ def main() -> None:
                 n, steps = (2, 3) if q else ((4, 8) if name == "tiny" else (2, 5))
                 res["dpo"][name] = {side: child("bench.dpo", side, path, n, steps) for side in ("ours", "trl")}
         if run("rollout"):
-            res["rollout"] = {"model": "smollm2-135m" if smollm else "tiny",
-                              **child("bench.rollout", smollm or models["tiny"], "8,32,64", 32 if q else 64)}
+            res["rollout"] = {
+                "model": "smollm2-135m" if smollm else "tiny",
+                **child("bench.rollout", smollm or models["tiny"], "8,32,64", 32 if q else 64),
+            }
         if run("overhead"):
             res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 8, a.repo, models["tiny"])
     res["gpu"] = "not measured: no CUDA device on this machine (the device tool lent none to this session)"
@@ -105,40 +125,55 @@ def print_table(res: dict) -> None:
 
 def print_dpo(dpo: dict) -> None:
     print("\n1. DPO training step (sigmoid, beta 0.1, fp32; warm-up excluded)")
-    print(f"{'model':14} {'side':5} {'pairs/step':>10} {'seqs/step':>9} {'median s':>9} {'min s':>7} "
-          f"{'pairs/s med':>11} {'peak RSS MB':>11}")
+    print(
+        f"{'model':14} {'side':5} {'pairs/step':>10} {'seqs/step':>9} {'median s':>9} {'min s':>7} "
+        f"{'pairs/s med':>11} {'peak RSS MB':>11}"
+    )
     for name, sides in dpo.items():
         for side, r in sides.items():
-            print(f"{name:14} {side:5} {r['pairs_per_step']:>10} {r['sequences_per_step']:>9} {r['median_step_s']:>9.3f} "
-                  f"{r['min_step_s']:>7.3f} {r['pairs_per_s_median']:>11.1f} {r['peak_rss_mb']:>11.0f}")
+            print(
+                f"{name:14} {side:5} {r['pairs_per_step']:>10} {r['sequences_per_step']:>9} {r['median_step_s']:>9.3f} "
+                f"{r['min_step_s']:>7.3f} {r['pairs_per_s_median']:>11.1f} {r['peak_rss_mb']:>11.0f}"
+            )
         o, t = sides["ours"], sides["trl"]
-        print(f"{'':14} ours/TRL pairs/s: median {o['pairs_per_s_median'] / t['pairs_per_s_median']:.2f}x, "
-              f"best {o['pairs_per_s_best'] / t['pairs_per_s_best']:.2f}x")
+        print(
+            f"{'':14} ours/TRL pairs/s: median {o['pairs_per_s_median'] / t['pairs_per_s_median']:.2f}x, "
+            f"best {o['pairs_per_s_best'] / t['pairs_per_s_best']:.2f}x"
+        )
 
 
 def print_rollout(r: dict) -> None:
     print(f"\n2. Rollout ({r['model']}, {r['prompts']} prompts x {r['new_tokens']} new tokens, T = 1)")
     by = {(x["side"], x["batch"]): x["tokens_per_s"] for x in r["rows"]}
     for b in sorted({x["batch"] for x in r["rows"]}):
-        print(f"batch {b:>3}: plain generate {by[('plain_generate', b)]:7.1f} tok/s, ours {by[('ours', b)]:7.1f} tok/s "
-              f"({by[('ours', b)] / by[('plain_generate', b)]:.2f}x)")
+        print(
+            f"batch {b:>3}: plain generate {by[('plain_generate', b)]:7.1f} tok/s, ours {by[('ours', b)]:7.1f} tok/s "
+            f"({by[('ours', b)] / by[('plain_generate', b)]:.2f}x)"
+        )
     top = max(x["batch"] for x in r["rows"])
     print(f"ours at batch {top} vs plain generate at batch 8: {by[('ours', top)] / by[('plain_generate', 8)]:.2f}x")
     prof = r["profile_batch8"]
-    print(f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "
-          + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["ops"][:4]))
+    print(
+        f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "
+        + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in prof["ops"][:4])
+    )
 
 
 def print_overhead(o: dict) -> None:
-    print(f"\n3. Overhead: SFT stage work (load + {o['steps']} steps) bare {min(o['bare_s']):.1f} s, in Prefect flow + MLflow "
-          f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %; "
-          f"median of the paired runs {o.get('overhead_pct_paired_median', float('nan')):+.1f} %)")
+    print(
+        f"\n3. Overhead: SFT stage work (load + {o['steps']} steps) bare {min(o['bare_s']):.1f} s, "
+        f"in Prefect flow + MLflow "
+        f"{min(o['flow_mlflow_s']):.1f} s -> {o['overhead_s']:+.2f} s ({o['overhead_pct']:+.1f} %; "
+        f"median of the paired runs {o.get('overhead_pct_paired_median', float('nan')):+.1f} %)"
+    )
     if "wrapper_tiny" in o:
         w = o["wrapper_tiny"]
-        print(f"   paired runs: {', '.join(f'{p:+.1f} %' for p in o['overhead_pct_paired'])} (compute noise of this "
-              f"machine at this length); the wrapper alone (tiny model): {w['fixed_s']:.2f} s per stage + "
-              f"{1000 * w['per_step_s']:.1f} ms per logged step -> {o['default_sft_stage_pct']:.2f} % of the default "
-              f"24-step SFT stage")
+        print(
+            f"   paired runs: {', '.join(f'{p:+.1f} %' for p in o['overhead_pct_paired'])} (compute noise of this "
+            f"machine at this length); the wrapper alone (tiny model): {w['fixed_s']:.2f} s per stage + "
+            f"{1000 * w['per_step_s']:.1f} ms per logged step -> {o['default_sft_stage_pct']:.2f} % of the default "
+            f"24-step SFT stage"
+        )
     d = o["noop_dvc_repro"]
     print("   no-op dvc repro: " + (f"{d['median_s']:.2f} s (median of 3)" if "median_s" in d else d["skipped"]))
 

@@ -10,6 +10,7 @@ The data: K = 4 completions per prompt from the committed corpus, all 6 pairs of
 seeded coin (timing does not depend on which side wins). Ours sends each completion through the model
 once per step (4 sequences for 6 pairs); TRL sends each pair's chosen and rejected rows (12 sequences).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,7 +29,8 @@ K = 4
 def comparison_pairs(n_prompts: int, seed: int = 0) -> list[dict]:
     """n_prompts x 6 pairs in the sample stage's format, from the corpus (prompt: a review's first words;
     completions: the next ~20 words of four reviews)."""
-    from tasks.common import ROOT, read_jsonl
+    from flows.paths import ROOT
+    from tasks.common import read_jsonl
 
     rng = random.Random(seed)
     reviews = [r["text"].split() for r in read_jsonl(ROOT / "data/reviews.jsonl")]
@@ -39,8 +41,16 @@ def comparison_pairs(n_prompts: int, seed: int = 0) -> list[dict]:
         comps = [" " + " ".join(reviews[(i * K + j) % len(reviews)][5:25]) for j in range(K)]
         for a, b in itertools.combinations(range(K), 2):
             c, r = (a, b) if rng.random() < 0.5 else (b, a)
-            rows.append({"prompt_id": f"p{i}", "prompt": prompt, "chosen": comps[c], "rejected": comps[r],
-                         "chosen_ended": False, "rejected_ended": False})
+            rows.append(
+                {
+                    "prompt_id": f"p{i}",
+                    "prompt": prompt,
+                    "chosen": comps[c],
+                    "rejected": comps[r],
+                    "chosen_ended": False,
+                    "rejected_ended": False,
+                }
+            )
     return rows
 
 
@@ -53,22 +63,41 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
 
     from tasks.config import DPOConfig
     from tasks.dpo import add_reference_logprobs, collate_dpo, dpo_step
+    from tasks.models import load_lm
     from tasks.reward import build_groups
-    from tasks.sft import load_lm
     from tasks.train import fit
 
-    cfg = DPOConfig(beta=0.1, loss_type="sigmoid", batch_size=prompts_per_step, max_steps=WARMUP + steps,
-                    lr=5e-5, warmup_ratio=0.0, max_length=112, max_prompt_len=64, checkpoint_every=0,
-                    heldout_frac=1e-9)
+    cfg = DPOConfig(
+        beta=0.1,
+        loss_type="sigmoid",
+        batch_size=prompts_per_step,
+        max_steps=WARMUP + steps,
+        lr=5e-5,
+        warmup_ratio=0.0,
+        max_length=112,
+        max_prompt_len=64,
+        checkpoint_every=0,
+        heldout_frac=1e-9,
+    )
     model, tok = load_lm(Path(model_dir))
     groups, _ = build_groups(comparison_pairs(prompts_per_step * (WARMUP + steps)), tok, cfg)
     add_reference_logprobs(model, groups, tok.pad_token_id, cfg, "cpu", _fp32())
     stamps = [time.perf_counter()]
-    fit(model, groups, partial(collate_dpo, pad_id=tok.pad_token_id), partial(dpo_step, cfg=cfg), cfg, "cpu",
-        _fp32(), on_step=lambda s, row: stamps.append(time.perf_counter()), desc="bench dpo (ours)")
+    fit(
+        model,
+        groups,
+        partial(collate_dpo, pad_id=tok.pad_token_id),
+        partial(dpo_step, cfg=cfg),
+        cfg,
+        "cpu",
+        _fp32(),
+        on_step=lambda s, row: stamps.append(time.perf_counter()),
+        desc="bench dpo (ours)",
+    )
     seqs = sum(len(g["responses"]) for g in groups[:prompts_per_step])
     tokens = sum(len(g["query"]) + len(r) for g in groups for r in g["responses"]) / sum(
-        len(g["responses"]) for g in groups)
+        len(g["responses"]) for g in groups
+    )
     return _result("ours", stamps, prompts_per_step * 6, seqs, tokens)
 
 
@@ -83,8 +112,9 @@ def run_trl(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", use_safetensors=True)
     pairs = comparison_pairs(prompts_per_step * (WARMUP + steps))
     # the same prompt text our side encodes (rendered with the chat template where the model has one)
-    data = Dataset.from_list([{"prompt": render_prompt(p["prompt"], tok), "chosen": p["chosen"],
-                               "rejected": p["rejected"]} for p in pairs])
+    data = Dataset.from_list(
+        [{"prompt": render_prompt(p["prompt"], tok), "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    )
     stamps = [time.perf_counter()]
 
     class Clock(TrainerCallback):
@@ -92,16 +122,33 @@ def run_trl(model_dir: str, prompts_per_step: int, steps: int) -> dict:
             stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
-        args = DPOConfig(output_dir=out, per_device_train_batch_size=prompts_per_step * 6, max_steps=WARMUP + steps,
-                         learning_rate=5e-5, lr_scheduler_type="cosine", warmup_steps=0, beta=0.1,
-                         loss_type=["sigmoid"], max_length=112, precompute_ref_log_probs=True, use_cpu=True,
-                         bf16=False, report_to="none", save_strategy="no", logging_steps=1, seed=0,
-                         dataloader_num_workers=0, disable_tqdm=True)
+        args = DPOConfig(
+            output_dir=out,
+            per_device_train_batch_size=prompts_per_step * 6,
+            max_steps=WARMUP + steps,
+            learning_rate=5e-5,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            beta=0.1,
+            loss_type=["sigmoid"],
+            max_length=112,
+            precompute_ref_log_probs=True,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            seed=0,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Clock()])
         stamps[0] = time.perf_counter()
         trainer.train()
-    tokens = sum(len(tok(d["prompt"] + d[s])["input_ids"]) for d in data for s in ("chosen", "rejected")) / (2 * len(data))
-    return _result("trl", stamps[-(steps + WARMUP + 1):], prompts_per_step * 6, prompts_per_step * 12, tokens)
+    tokens = sum(len(tok(d["prompt"] + d[s])["input_ids"]) for d in data for s in ("chosen", "rejected")) / (
+        2 * len(data)
+    )
+    return _result("trl", stamps[-(steps + WARMUP + 1) :], prompts_per_step * 6, prompts_per_step * 12, tokens)
 
 
 def _fp32():
@@ -111,12 +158,20 @@ def _fp32():
 
 
 def _result(side: str, stamps: list[float], pairs: int, seqs: int, tokens: float) -> dict:
-    step_s = [b - a for a, b in zip(stamps, stamps[1:])][WARMUP:]   # warm-up steps excluded
+    step_s = [b - a for a, b in zip(stamps, stamps[1:])][WARMUP:]  # warm-up steps excluded
     step_s.sort()
-    return {"side": side, "pairs_per_step": pairs, "sequences_per_step": seqs, "mean_tokens_per_sequence": tokens,
-            "step_s": step_s, "median_step_s": step_s[len(step_s) // 2], "min_step_s": step_s[0],
-            "pairs_per_s_median": pairs / step_s[len(step_s) // 2], "pairs_per_s_best": pairs / step_s[0],
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "side": side,
+        "pairs_per_step": pairs,
+        "sequences_per_step": seqs,
+        "mean_tokens_per_sequence": tokens,
+        "step_s": step_s,
+        "median_step_s": step_s[len(step_s) // 2],
+        "min_step_s": step_s[0],
+        "pairs_per_s_median": pairs / step_s[len(step_s) // 2],
+        "pairs_per_s_best": pairs / step_s[0],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ its training loop. And the time of a no-op `dvc repro` (every stage up to date).
 
     python -m bench.overhead <model dir> <steps>     -> one JSON line
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,14 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 
 def sft_items(tok, n: int) -> list[dict]:
+    from flows.paths import ROOT
     from tasks.batching import encode_example
-    from tasks.common import ROOT, read_jsonl
+    from tasks.common import read_jsonl
 
     rows = read_jsonl(ROOT / "data/reviews.jsonl")[:n]
-    return [encode_example(" ".join(r["text"].split()[:5]), " " + " ".join(r["text"].split()[5:]), tok, 96)
-            for r in rows]
+    return [
+        encode_example(" ".join(r["text"].split()[:5]), " " + " ".join(r["text"].split()[5:]), tok, 96) for r in rows
+    ]
 
 
 def loop(model_dir: str, steps: int, on_step=None) -> float:
@@ -36,15 +39,25 @@ def loop(model_dir: str, steps: int, on_step=None) -> float:
 
     from tasks.batching import collate
     from tasks.config import SFTConfig
-    from tasks.sft import lm_loss, load_lm
+    from tasks.models import load_lm
+    from tasks.sft import lm_loss
     from tasks.train import fit
 
     t0 = time.perf_counter()
     model, tok = load_lm(Path(model_dir))
     cfg = SFTConfig(max_steps=steps, batch_size=8, lr=5e-5, max_length=96, checkpoint_every=0)
     items = sft_items(tok, 8 * steps)
-    fit(model, items, partial(collate, pad_id=tok.pad_token_id), lm_loss, cfg, "cpu", torch.float32,
-        on_step=on_step, desc="bench sft")
+    fit(
+        model,
+        items,
+        partial(collate, pad_id=tok.pad_token_id),
+        lm_loss,
+        cfg,
+        "cpu",
+        torch.float32,
+        on_step=on_step,
+        desc="bench sft",
+    )
     return time.perf_counter() - t0
 
 
@@ -52,16 +65,17 @@ def through_flow(model_dir: str, steps: int) -> float:
     """The same loop as a Prefect task in a Prefect flow, inside an MLflow stage run, logging every step."""
     from prefect import flow, task
 
-    from flows.common import log_step
+    from flows.common import TRACKING_URI, step_logger
+    from flows.paths import MLARTIFACTS, ROOT
     from tasks import tracking
 
     @task(name="train")
     def train():
-        return loop(model_dir, steps, on_step=log_step)
+        return loop(model_dir, steps, on_step=step_logger("sft"))
 
     @flow(name="bench-sft")
     def stage():
-        with tracking.stage_run("bench-sft", "bench", {"steps": steps}):
+        with tracking.stage_run("bench-sft", "bench", {"steps": steps}, TRACKING_URI, MLARTIFACTS, ROOT):
             return train()
 
     t0 = time.perf_counter()
@@ -85,25 +99,27 @@ def noop_dvc_repro(repo: Path) -> dict:
 def wrapper_cost(model_dir: str, step_counts=(4, 40), reps: int = 3) -> dict:
     """What the wrapper itself costs, measured where compute noise is small (the tiny model): the flow-minus-
     bare difference at two step counts gives a fixed cost per stage and a cost per logged step."""
-    diff = {n: sorted(through_flow(model_dir, n) - loop(model_dir, n) for _ in range(reps))[reps // 2]
-            for n in step_counts}
+    diff = {
+        n: sorted(through_flow(model_dir, n) - loop(model_dir, n) for _ in range(reps))[reps // 2] for n in step_counts
+    }
     lo, hi = step_counts
     per_step = (diff[hi] - diff[lo]) / (hi - lo)
     return {"median_diff_s": diff, "fixed_s": diff[lo] - lo * per_step, "per_step_s": per_step}
 
 
 if __name__ == "__main__":
-    import flows  # noqa: F401  (Prefect's settings: telemetry off, before prefect is imported)
     from prefect.testing.utilities import prefect_test_harness
+
+    import flows  # noqa: F401  (Prefect's settings: telemetry off, before prefect is imported)
 
     model_dir, steps, repo, tiny_dir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         bare, flowed = [], []
         with prefect_test_harness(server_startup_timeout=120):  # a real temporary server (its start not timed)
-            loop(model_dir, 2)                                # warm-ups: first-call costs are not overhead
+            loop(model_dir, 2)  # warm-ups: first-call costs are not overhead
             through_flow(model_dir, 2)
-            for _ in range(3):                                # interleaved, so drift hits both sides alike
+            for _ in range(3):  # interleaved, so drift hits both sides alike
                 bare.append(loop(model_dir, steps))
                 flowed.append(through_flow(model_dir, steps))
             loop(tiny_dir, 2)
@@ -112,11 +128,21 @@ if __name__ == "__main__":
     b, f = min(bare), min(flowed)
     # the default SFT stage (24 steps) at this model's bare per-step time, with the wrapper's measured cost
     stage_s = b / steps * 24
-    print("BENCH " + json.dumps({
-        "steps": steps, "bare_s": bare, "flow_mlflow_s": flowed, "overhead_s": f - b,
-        "overhead_pct": 100 * (f - b) / b,
-        "overhead_pct_paired": [100 * (y - x) / x for x, y in zip(bare, flowed)],
-        "overhead_pct_paired_median": sorted(100 * (y - x) / x for x, y in zip(bare, flowed))[1],
-        "wrapper_tiny": wrapper,
-        "default_sft_stage_pct": 100 * (wrapper["fixed_s"] + 24 * wrapper["per_step_s"]) / stage_s,
-        "noop_dvc_repro": noop_dvc_repro(repo), "peak_rss_mb": peak_rss_mb()}))
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "steps": steps,
+                "bare_s": bare,
+                "flow_mlflow_s": flowed,
+                "overhead_s": f - b,
+                "overhead_pct": 100 * (f - b) / b,
+                "overhead_pct_paired": [100 * (y - x) / x for x, y in zip(bare, flowed)],
+                "overhead_pct_paired_median": sorted(100 * (y - x) / x for x, y in zip(bare, flowed))[1],
+                "wrapper_tiny": wrapper,
+                "default_sft_stage_pct": 100 * (wrapper["fixed_s"] + 24 * wrapper["per_step_s"]) / stage_s,
+                "noop_dvc_repro": noop_dvc_repro(repo),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )

@@ -9,6 +9,7 @@ chat template, EOS cutting and decoding on top of `generate`, and draws each tok
 runs at larger batches in the pipeline (sample: 96, ppo: 32, eval: 64), so the table also reports ours at
 the pipeline's batch against plain generate at 8.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ NEW_TOKENS = 32
 
 
 def prompts_from_corpus(n: int) -> list[str]:
-    from tasks.common import ROOT, read_jsonl
+    from flows.paths import ROOT
+    from tasks.common import read_jsonl
 
     return [" ".join(r["text"].split()[:5]) for r in read_jsonl(ROOT / "data/reviews.jsonl")[:n]]
 
@@ -35,13 +37,24 @@ def plain_generate(model, tok, prompts: list[str], batch: int) -> int:
     tok.padding_side = "left"
     n = 0
     for i in range(0, len(prompts), batch):
-        enc = tok([render_prompt(p, tok) for p in prompts[i: i + batch]], return_tensors="pt", padding=True,
-                  add_special_tokens=False)
+        enc = tok(
+            [render_prompt(p, tok) for p in prompts[i : i + batch]],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        )
         torch.manual_seed(i)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                 max_new_tokens=NEW_TOKENS, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)[:, enc["input_ids"].shape[1]:].tolist()
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=NEW_TOKENS,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )[:, enc["input_ids"].shape[1] :].tolist()
         n += sum(r.index(tok.eos_token_id) + 1 if tok.eos_token_id in r else len(r) for r in out)
     return n
 
@@ -56,16 +69,22 @@ def ours(model, tok, prompts: list[str], batch: int) -> int:
 
 def profile(model, tok, prompts: list[str]) -> dict:
     """Where a batch-8 rollout's time goes: torch.profiler's top ops by self CPU time (share of the total)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         plain_generate(model, tok, prompts[:8], 8)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
-    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm",
-                                                                  "aten::matmul", "aten::linear"))
-    return {"matmul_share": matmul / total, "ops": [{"op": e.key, "share": e.self_cpu_time_total / total,
-                                                     "calls": e.count} for e in ops[:8]]}
+    matmul = sum(
+        e.self_cpu_time_total
+        for e in ops
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
+    )
+    return {
+        "matmul_share": matmul / total,
+        "ops": [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in ops[:8]],
+    }
 
 
 def timed(fn, *args) -> tuple[float, int]:
@@ -75,17 +94,27 @@ def timed(fn, *args) -> tuple[float, int]:
 
 
 if __name__ == "__main__":
-    from tasks.sft import load_lm
+    from tasks.models import load_lm
 
     model_dir, sizes, n_prompts = sys.argv[1], [int(b) for b in sys.argv[2].split(",")], int(sys.argv[3])
     model, tok = load_lm(model_dir)
     model.eval()
     prompts = prompts_from_corpus(n_prompts)
-    timed(plain_generate, model, tok, prompts[:4], 4)      # warm-up (allocator, kernels)
+    timed(plain_generate, model, tok, prompts[:4], 4)  # warm-up (allocator, kernels)
     rows = []
     for b in sizes:
         for side, fn in (("plain_generate", plain_generate), ("ours", ours)):
             s, n = timed(fn, model, tok, prompts, b)
             rows.append({"side": side, "batch": b, "seconds": s, "tokens": n, "tokens_per_s": n / s})
-    print("BENCH " + json.dumps({"rows": rows, "profile_batch8": profile(model, tok, prompts), "prompts": n_prompts, "new_tokens": NEW_TOKENS,
-                                 "peak_rss_mb": peak_rss_mb()}))
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "rows": rows,
+                "profile_batch8": profile(model, tok, prompts),
+                "prompts": n_prompts,
+                "new_tokens": NEW_TOKENS,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )

@@ -4,11 +4,12 @@ Prefect settings are defaulted here, before prefect is imported: its home (and w
 the ephemeral server's SQLite database) stays inside the project, and telemetry is off (offline, and
 its heartbeat locks SQLite). Set PREFECT_API_URL to report to a real server instead.
 """
+
 import os
 
-from tasks.common import ROOT
+from flows.paths import PREFECT_HOME, UI_ENV
 
-os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_HOME", str(PREFECT_HOME))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -18,10 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _ui_env() -> None:
     """While `make ui` runs, .ui.env names its Prefect and MLflow servers: report there (unless the
     environment already says otherwise). A file left behind by a killed `make ui` is ignored."""
-    path = ROOT / ".ui.env"
-    if not path.exists():
+    if not UI_ENV.exists():
         return
-    env = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+    env = dict(line.split("=", 1) for line in UI_ENV.read_text().split() if "=" in line)
     try:
         for pid in env.get("UI_PIDS", "").split(","):
             os.kill(int(pid), 0)

@@ -1,17 +1,19 @@
 """`base` stage: the pretrained (or tiny) model, as safetensors, in models/base."""
+
 from prefect import flow, task
 
-from flows.common import MODELS, run_stage, write_metrics
+from flows.common import read_params, run_stage, write_metrics
+from flows.paths import BASE_CACHE, MODELS, ROOT
 from tasks import config
-from tasks.base_model import build_base
-from tasks.common import ROOT, atomic_path
+from tasks.base_model import build_base, check_model_source
+from tasks.common import atomic_path
 
 
 @task(name="fetch-convert-save")
 def build(out_dir: str) -> dict:
-    params = config.read_params()
+    params = read_params()
     cfg, prep = config.load("base", params), config.load("prepare", params)
-    return build_base(cfg, out_dir, ROOT / prep.corpus)
+    return build_base(cfg, out_dir, ROOT / prep.corpus, BASE_CACHE)
 
 
 @flow(name="base", log_prints=True)
@@ -23,5 +25,10 @@ def base_flow() -> dict:
     return info
 
 
+def check_source(params: dict) -> None:
+    """A local path must exist; an offline hub id must be cached (before anything downloads or loads)."""
+    check_model_source(config.load("base", params).model)
+
+
 if __name__ == "__main__":
-    run_stage(base_flow, ("base", "prepare"))
+    run_stage(base_flow, ("base", "prepare"), check_source)

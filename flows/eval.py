@@ -3,16 +3,20 @@
 Writes metrics/eval/<policy>.json (one row each in `dvc metrics show`), an MLflow evaluation run with one
 nested run per policy (params algorithm + kl_coef, metrics win_rate, kl, gold_reward, ...: the runs table
 sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run; and
-sets the registry alias (`champion`) on the best policy's model version if it passes the gate.
+sets the registry alias (`champion`) on the best policy's model version if it passes the gate
+(tasks/evaluate.py: champion_gate).
 """
+
 import json
 
 from prefect import flow, task
 
-from flows.common import MODELS, run_stage, stage_params, write_metrics
-from flows.tasks_common import RUN_FILE
+from flows.common import read_params, run_stage, stage_run, write_metrics
+from flows.paths import MODELS
+from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config, tracking
 from tasks.common import pick_device
+from tasks.evaluate import champion_gate, evaluate_policies
 
 POLICIES = ("ppo", "dpo", "rto")
 
@@ -29,11 +33,19 @@ def run_info(name: str) -> dict:
 
 @task(name="evaluate-policies")
 def evaluate(policy_dirs: dict) -> dict:
-    from tasks.evaluate import evaluate_policies
-
-    params = config.read_params()
-    return evaluate_policies(policy_dirs, MODELS / "sft", MODELS / "rm", config.load("eval", params),
-                             config.load("sample", params).gold_scorer, *pick_device(config.load("compute", params)))
+    params = read_params()
+    device, dtype = pick_device(config.load("compute", params))
+    return evaluate_policies(
+        policy_dirs,
+        MODELS / "sft",
+        MODELS / "rm",
+        config.load("eval", params),
+        config.load("sample", params).gold_scorer,
+        prompts("eval"),
+        texts("pretrain"),
+        device,
+        dtype,
+    )
 
 
 @task(name="log-evaluations")
@@ -46,59 +58,46 @@ def log_evaluations(results: dict) -> None:
     for name, r in results.items():
         info, m = run_info(name), r["metrics"]
         with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags={"policy": name, "stage": "eval"}):
-            mlflow.log_params({"policy": name, "algorithm": info.get("algorithm", name),
-                               "kl_coef": info.get("kl_coef", info.get("dpo_beta", 0.0)),
-                               "model_version": info.get("version")})
+            mlflow.log_params(
+                {
+                    "policy": name,
+                    "algorithm": info.get("algorithm", name),
+                    "kl_coef": info.get("kl_coef", info.get("dpo_beta", 0.0)),
+                    "model_version": info.get("version"),
+                }
+            )
             mlflow.log_metrics({"win_rate": m["win_rate_gold"], **m})
-            cols = r["samples"][0].keys()
-            mlflow.log_table({c: [row[c] for row in r["samples"]] for c in cols}, artifact_file=f"samples_{name}.json")
+            columns = r["samples"][0].keys()
+            table = {c: [row[c] for row in r["samples"]] for c in columns}
+            mlflow.log_table(table, artifact_file=f"samples_{name}.json")
         if info.get("run_id"):
             for k, v in m.items():
                 client.log_metric(info["run_id"], f"eval/{k}", float(v))
 
 
 @task(name="champion-gate")
-def champion_gate(results: dict) -> dict:
-    """Set the registry alias on the best policy's version if it passes; otherwise leave it and say so."""
+def gate(results: dict) -> dict:
+    """The champion gate's decision, applied to the registry, tagged on the eval run and printed."""
     import mlflow
 
-    from tasks.evaluate import choose_champion
-
-    cfg = config.load("eval").champion
-    best, why = choose_champion({n: r["metrics"] for n, r in results.items()}, cfg.max_kl, cfg.min_win_rate)
-    decision = {"promoted": 0, "reason": why}
-    info = run_info(best) if best else {}
-    client = mlflow.MlflowClient()
-    if best and not info.get("version"):
-        decision["reason"] = f"{why}; but {best} has no registered version (tracking.register_models is off)"
-    elif best:
-        name, version = info["registered_model"], str(info["version"])
-        client.set_registered_model_alias(name, cfg.alias, version)
-        for k, v in results[best]["metrics"].items():
-            client.set_model_version_tag(name, version, f"eval_{k}", f"{v:.6g}")
-        client.set_model_version_tag(name, version, "champion_reason", why)
-        decision.update(promoted=1, policy=best, model=f"models:/{name}@{cfg.alias}", version=int(version))
-    if not decision["promoted"]:
-        try:
-            prev = client.get_model_version_by_alias(f"{config.load('tracking').registered_prefix}-policy", cfg.alias)
-            decision["reason"] += f"; {cfg.alias} stays on version {prev.version}"
-        except Exception:
-            decision["reason"] += f"; no version has the {cfg.alias} alias"
+    params = read_params()
+    policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
+    metrics = {n: r["metrics"] for n, r in results.items()}
+    infos = {n: run_info(n) for n in results if n != "sft"}
+    decision = champion_gate(metrics, infos, config.load("eval", params).champion, policy_model, tracking.Registry())
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
-    print(f"champion gate: {'PROMOTED ' + decision['policy'] if decision['promoted'] else 'not promoted'}: "
-          f"{decision['reason']}")
+    outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"
+    print(f"champion gate: {outcome}: {decision['reason']}")
     return decision
 
 
 @flow(name="eval", log_prints=True)
 def eval_flow() -> dict:
-    params = config.read_params()
-    trk = config.load("tracking", params)
     policies = trained()
-    with tracking.stage_run("eval", trk.experiment, stage_params(params, "eval", "compute")):
+    with stage_run("eval", read_params()):
         results = evaluate(policies)
         log_evaluations(results)
-        decision = champion_gate(results)
+        decision = gate(results)
         for name in ("sft", *POLICIES):
             write_metrics(f"eval/{name}", results[name]["metrics"] if name in results else {"skipped": 1})
         write_metrics("champion", decision)
@@ -106,4 +105,4 @@ def eval_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(eval_flow, ("eval", "sample", "compute", "tracking", "pipeline"))
+    run_stage(eval_flow, ("eval", "sample", "compute", "tracking", "pipeline"), check_prompt_lengths("eval"))

@@ -7,6 +7,7 @@ it (its id travels to the stage processes DVC starts in RLHF_PARENT_RUN_ID), and
 commit, the DVC experiment name and this Prefect flow run's id; at the end it gets each policy's eval
 numbers (`ppo/win_rate`, `dpo/kl`, ...) and the knobs (KL coefficient, β, γ) as params.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ from typing import Literal
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import METRICS
-from tasks.common import ROOT, PipelineError, git_commit
+from flows.common import mlflow_setup, read_params
+from flows.paths import METRICS, ROOT
+from tasks import config
+from tasks.common import PipelineError, git_commit
 
 
 @task(name="dvc-exp-run", retries=1, retry_delay_seconds=10)
@@ -38,26 +41,43 @@ def run_dvc(args: list[str], env: dict) -> str:
 
 
 @flow(name="rlhf-pipeline", log_prints=True)
-def pipeline(algorithms: list[Literal["ppo", "dpo", "rto"]] | None = None, ppo_kl_coef: float | None = None,
-             ptx_coef: float | None = None, dpo_beta: float | None = None, rto_kl_coef: float | None = None,
-             overrides: list[str] | None = None, as_experiment: bool = True, name: str | None = None) -> dict:
+def pipeline(
+    algorithms: list[Literal["ppo", "dpo", "rto"]] | None = None,
+    ppo_kl_coef: float | None = None,
+    ptx_coef: float | None = None,
+    dpo_beta: float | None = None,
+    rto_kl_coef: float | None = None,
+    overrides: list[str] | None = None,
+    as_experiment: bool = True,
+    name: str | None = None,
+) -> dict:
     """algorithms: which policy stages train; ppo_kl_coef (β), ptx_coef (γ), dpo_beta, rto_kl_coef: the
     knobs people sweep; overrides: any other `section.key=value`; name: the DVC experiment name."""
     from prefect.runtime import flow_run
 
-    from tasks import config, tracking
-
     sets = list(overrides or [])
-    for key, value in (("pipeline.algorithms", algorithms), ("ppo.kl.coef", ppo_kl_coef), ("ppo.ptx_coef", ptx_coef),
-                       ("dpo.beta", dpo_beta), ("rto.kl.coef", rto_kl_coef)):
+    for key, value in (
+        ("pipeline.algorithms", algorithms),
+        ("ppo.kl.coef", ppo_kl_coef),
+        ("ppo.ptx_coef", ptx_coef),
+        ("dpo.beta", dpo_beta),
+        ("rto.kl.coef", rto_kl_coef),
+    ):
         if value is not None:
             sets.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
     name = name or f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
-    args = (["dvc", "exp", "run", "-n", name] + [a for s in sets for a in ("-S", s)]
-            if as_experiment or sets else ["dvc", "repro"])
-    mlflow = tracking.setup(config.load("tracking").experiment)
-    tags = {"git_commit": git_commit(), "dvc_experiment": name if args[1] == "exp" else "workspace",
-            "prefect_flow_run_id": str(flow_run.id), "stage": "pipeline"}
+    args = (
+        ["dvc", "exp", "run", "-n", name] + [a for s in sets for a in ("-S", s)]
+        if as_experiment or sets
+        else ["dvc", "repro"]
+    )
+    mlflow = mlflow_setup(read_params())
+    tags = {
+        "git_commit": git_commit(ROOT),
+        "dvc_experiment": name if args[1] == "exp" else "workspace",
+        "prefect_flow_run_id": str(flow_run.id),
+        "stage": "pipeline",
+    }
     with mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
         mlflow.log_params({"overrides": " ".join(sets) or "(none)"})
         env = dict(os.environ, RLHF_PARENT_RUN_ID=run.info.run_id, RLHF_DVC_EXPERIMENT=tags["dvc_experiment"])
@@ -67,20 +87,29 @@ def pipeline(algorithms: list[Literal["ppo", "dpo", "rto"]] | None = None, ppo_k
             mlflow.set_tag("error", str(e)[:5000])
             mlflow.end_run(status="FAILED")
             raise
-        params = config.read_params()
-        mlflow.log_params({"kl_coef": params["ppo"]["kl"]["coef"], "ptx_gamma": params["ppo"]["ptx_coef"],
-                           "dpo_beta": params["dpo"]["beta"], "rto_kl_coef": params["rto"]["kl"]["coef"],
-                           "algorithms": ",".join(params["pipeline"]["algorithms"])})
+        params = read_params()  # as the run left it (`dvc exp run -S` writes its overrides there)
+        ppo, dpo, rto = (config.load(s, params) for s in ("ppo", "dpo", "rto"))
+        mlflow.log_params(
+            {
+                "kl_coef": ppo.kl.coef,
+                "ptx_gamma": ppo.ptx_coef,
+                "dpo_beta": dpo.beta,
+                "rto_kl_coef": rto.kl.coef,
+                "algorithms": ",".join(config.load("pipeline", params).algorithms),
+            }
+        )
         results = {}
         for policy in ("sft", "ppo", "dpo", "rto"):
             path = METRICS / "eval" / f"{policy}.json"
             m = json.loads(path.read_text()) if path.exists() else {}
             if "kl" in m:
                 results[policy] = m
-                mlflow.log_metrics({f"{policy}/{k}": float(v) for k, v in m.items()} |
-                                   ({f"{policy}/win_rate": m["win_rate_gold"]}))
-    print(f"pipeline {name}: " + ", ".join(f"{p} win {m['win_rate_gold']:.3f} kl {m['kl']:.2f}"
-                                            for p, m in results.items()))
+                metrics = {f"{policy}/{k}": float(v) for k, v in m.items()}
+                mlflow.log_metrics(metrics | {f"{policy}/win_rate": m["win_rate_gold"]})
+    print(
+        f"pipeline {name}: "
+        + ", ".join(f"{p} win {m['win_rate_gold']:.3f} kl {m['kl']:.2f}" for p, m in results.items())
+    )
     return {"experiment": name, "mlflow_run_id": run.info.run_id, "results": results}
 
 

@@ -1,25 +1,68 @@
 """`ppo` stage: PPO-ptx (PPO when ppo.ptx_coef = 0) of models/sft against models/rm -> models/ppo."""
+
 from prefect import flow, task
 
-from flows.common import run_stage
-from flows.tasks_common import policy_stage, skipped
-from tasks import config, distributed, tracking
+from flows.common import read_params, run_stage, step_logger
+from flows.paths import MODELS
+from flows.stages import (
+    check_batches_split,
+    check_prompt_lengths,
+    checkpoint_dir,
+    policy_stage,
+    prompts,
+    skipped,
+    texts,
+    train_in_processes,
+)
+from tasks import config
+from tasks.gold import load_scorer
+from tasks.policy import save_policy
+from tasks.ppo import train_ppo
+
+
+def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+    """The training itself (one of the training processes): SFT model, RM, policy prompts -> out_dir."""
+    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
+    pol, history = train_ppo(
+        cfg,
+        prompts("policy"),
+        texts("pretrain"),
+        MODELS / "sft",
+        MODELS / "rm",
+        device,
+        dtype,
+        ctx,
+        gold,
+        on_iter=on_step,
+        stage="ppo",
+        checkpoint_dir=checkpoint_dir("ppo"),
+    )
+    return save_policy(pol, history, cfg, out_dir, ctx)
 
 
 @task(name="ppo-train")
-def train(out_dir: str) -> dict:
-    return distributed.train("ppo", out_dir, lambda i, row: tracking.log_history([row], prefix="ppo/"))
+def train_task(out_dir: str) -> dict:
+    return train_in_processes("ppo", train, out_dir, step_logger("ppo"))
 
 
 @flow(name="ppo", log_prints=True)
 def ppo_flow() -> dict:
     if skipped("ppo"):
         return {}
-    cfg = config.load("ppo")
+    cfg = config.load("ppo", read_params())
     algo = "ppo-ptx" if cfg.ptx_coef > 0 else "ppo"
-    return policy_stage("ppo", train, {"algorithm": algo, "beta": cfg.kl.coef, "gamma": cfg.ptx_coef},
-                        {"kl_coef": cfg.kl.coef, "ptx_gamma": cfg.ptx_coef, "algorithm": algo})
+    return policy_stage(
+        "ppo",
+        train_task,
+        {"algorithm": algo, "beta": cfg.kl.coef, "gamma": cfg.ptx_coef},
+        {"kl_coef": cfg.kl.coef, "ptx_gamma": cfg.ptx_coef, "algorithm": algo},
+    )
 
 
 if __name__ == "__main__":
-    run_stage(ppo_flow, ("ppo", "sample", "compute", "tracking", "pipeline"))
+    run_stage(
+        ppo_flow,
+        ("ppo", "sample", "compute", "tracking", "pipeline"),
+        check_batches_split("ppo"),
+        check_prompt_lengths("ppo"),
+    )

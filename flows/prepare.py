@@ -1,15 +1,21 @@
 """`prepare` stage: deterministic, disjoint splits of the corpus (or of user datasets) in data/prepared."""
+
 from prefect import flow, task
 
-from flows.common import no_retry_on_user_error, run_stage, write_metrics
+from flows.common import no_retry_on_user_error, read_params, run_stage, write_metrics
+from flows.paths import PREPARED, ROOT
 from tasks import config
 from tasks.data import prepare
 
 
-@task(name="split", retries=2, retry_delay_seconds=5,  # a hub dataset read may fail transiently;
-      retry_condition_fn=no_retry_on_user_error)       # a bad record stays bad
+@task(
+    name="split",
+    retries=2,
+    retry_delay_seconds=5,  # a hub dataset read may fail transiently;
+    retry_condition_fn=no_retry_on_user_error,
+)  # a bad record stays bad
 def split() -> dict:
-    return prepare(config.load("prepare"))
+    return prepare(config.load("prepare", read_params()), ROOT, PREPARED)
 
 
 @flow(name="prepare", log_prints=True)
@@ -20,6 +26,10 @@ def prepare_flow() -> dict:
     return sizes
 
 
+def check_splits(params: dict) -> None:
+    """Build and check every split without writing: a bad source, record or overlap stops here."""
+    prepare(config.load("prepare", params), ROOT, None)
+
+
 if __name__ == "__main__":
-    # preflight: build and check every split without writing, so a bad source, record or overlap stops here
-    run_stage(prepare_flow, ("prepare",), preflight=lambda params: prepare(config.load("prepare", params), write=False))
+    run_stage(prepare_flow, ("prepare",), check_splits)

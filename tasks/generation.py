@@ -5,14 +5,15 @@ so every row's response starts at column P and the logits that predict it are lo
 Masks come from lengths, never from token ids: with EOS used as pad (SmolLM2 ships that way) a mask
 built from `!= pad` would also drop the real EOS a response ends with.
 """
+
 from __future__ import annotations
 
 import torch
 from tqdm import tqdm
 
 from tasks.batching import encode_prompt
+from tasks.context import autocast
 from tasks.losses import token_logprobs
-from tasks.train import autocast
 
 
 class InverseCDFDraw:
@@ -42,8 +43,18 @@ def inverse_cdf_sampler(temperature: float, top_k: int = 0, top_p: float = 1.0):
     return LogitsProcessorList(procs + [InverseCDFDraw()])
 
 
-def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device: str = "cpu",
-           dtype=torch.float32, max_prompt_len: int = 64, desc: str = "sampling") -> list[dict]:
+def sample(
+    model,
+    tok,
+    prompts: list,
+    n_per_prompt: int,
+    cfg,
+    seed: int,
+    device: str = "cpu",
+    dtype=torch.float32,
+    max_prompt_len: int = 64,
+    desc: str = "sampling",
+) -> list[dict]:
     """n_per_prompt responses for each prompt, seeded (cfg: a config.Generation).
 
     Returns one dict per response: prompt_index, query (token ids), response (token ids, cut after the
@@ -54,14 +65,19 @@ def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device:
     jobs = [(i, q) for i, q in enumerate(queries) for _ in range(n_per_prompt)]
     # Sampling runs as greedy decoding over logits that inverse_cdf_sampler has already reduced to the one
     # token it drew: generate() still does the KV cache, EOS and padding; only the draw is ours (see there).
-    gen_kw = dict(do_sample=False, max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id, use_cache=True)
+    gen_kw = {
+        "do_sample": False,
+        "max_new_tokens": cfg.max_new_tokens,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "use_cache": True,
+    }
     if cfg.temperature > 0:
         gen_kw["logits_processor"] = inverse_cdf_sampler(cfg.temperature, cfg.top_k, cfg.top_p)
     model.eval()
     out = []
     for b, start in enumerate(tqdm(range(0, len(jobs), cfg.batch_size), desc=desc, dynamic_ncols=True)):
-        chunk = jobs[start: start + cfg.batch_size]
+        chunk = jobs[start : start + cfg.batch_size]
         P = max(len(q) for _, q in chunk)
         ids = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for _, q in chunk], device=device)
         mask = torch.tensor([[0] * (P - len(q)) + [1] * len(q) for _, q in chunk], device=device)
@@ -71,8 +87,15 @@ def sample(model, tok, prompts: list, n_per_prompt: int, cfg, seed: int, device:
         for (i, q), resp in zip(chunk, gen):
             ended = tok.eos_token_id in resp
             resp = resp[: resp.index(tok.eos_token_id) + 1] if ended else resp
-            out.append({"prompt_index": i, "query": q, "response": resp, "ended": ended,
-                        "text": tok.decode(resp, skip_special_tokens=True)})
+            out.append(
+                {
+                    "prompt_index": i,
+                    "query": q,
+                    "response": resp,
+                    "ended": ended,
+                    "text": tok.decode(resp, skip_special_tokens=True),
+                }
+            )
     return out
 
 
@@ -87,10 +110,14 @@ def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, devi
         rmask.append([1] * len(r) + [0] * rp)
     attn_t = torch.tensor(attn, device=device)
     ids_t = torch.tensor(ids, device=device)
-    return {"input_ids": ids_t, "attention_mask": attn_t,
-            "position_ids": (attn_t.cumsum(-1) - 1).clamp_min(0),
-            "response": ids_t[:, P:], "response_mask": torch.tensor(rmask, device=device, dtype=torch.float),
-            "P": P}
+    return {
+        "input_ids": ids_t,
+        "attention_mask": attn_t,
+        "position_ids": (attn_t.cumsum(-1) - 1).clamp_min(0),
+        "response": ids_t[:, P:],
+        "response_mask": torch.tensor(rmask, device=device, dtype=torch.float),
+        "P": P,
+    }
 
 
 def response_logits(model, packed: dict) -> torch.Tensor:
@@ -100,15 +127,14 @@ def response_logits(model, packed: dict) -> torch.Tensor:
     used, and SmolLM2's head (49k vocabulary x 576) is 28M of its 134M weights, ~21 % of a token's FLOPs.
     """
     L = packed["response"].shape[1]
-    kw = dict(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-              position_ids=packed["position_ids"])
+    kw = {key: packed[key] for key in ("input_ids", "attention_mask", "position_ids")}
     try:
         logits = model(**kw, logits_to_keep=L + 1).logits
     except TypeError as e:  # a model class without logits_to_keep: compute them all (any other error is real)
         if "logits_to_keep" not in str(e):
             raise
         logits = model(**kw).logits
-    return logits[:, -(L + 1): -1]  # positions P-1 .. P+L-2 predict the L response tokens
+    return logits[:, -(L + 1) : -1]  # positions P-1 .. P+L-2 predict the L response tokens
 
 
 def response_logprobs(model, packed: dict, temperature: float = 1.0) -> torch.Tensor:
@@ -117,14 +143,23 @@ def response_logprobs(model, packed: dict, temperature: float = 1.0) -> torch.Te
 
 
 @torch.no_grad()
-def batched_logprobs(model, queries, responses, pad_id: int, temperature: float = 1.0, batch_size: int = 16,
-                     device: str = "cpu", dtype=torch.float32, desc: str | None = None) -> list[torch.Tensor]:
+def batched_logprobs(
+    model,
+    queries,
+    responses,
+    pad_id: int,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    dtype=torch.float32,
+    desc: str | None = None,
+) -> list[torch.Tensor]:
     """Per-token log-probs of many (query, response) pairs, forward-only; one 1-D tensor per pair."""
     out = []
     rng = range(0, len(queries), batch_size)
-    for i in (tqdm(rng, desc=desc, dynamic_ncols=True, leave=False) if desc else rng):
-        packed = pack(queries[i: i + batch_size], responses[i: i + batch_size], pad_id, device)
+    for i in tqdm(rng, desc=desc, dynamic_ncols=True, leave=False) if desc else rng:
+        packed = pack(queries[i : i + batch_size], responses[i : i + batch_size], pad_id, device)
         with autocast(device, dtype):
             lp = response_logprobs(model, packed, temperature).float().cpu()
-        out += [row[: len(r)] for row, r in zip(lp, responses[i: i + batch_size])]
+        out += [row[: len(r)] for row, r in zip(lp, responses[i : i + batch_size])]
     return out

@@ -4,6 +4,7 @@ Any importable callable works, named 'module:function'. The default is VADER's c
 (Hutto & Gilbert 2014, the `vadersentiment` package, lexicon shipped, no download): in [-1, 1], higher
 is more positive: the DPO paper's controlled-sentiment preference.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,6 +28,12 @@ def vader(text: str) -> float:
 def shorter(text: str) -> float:
     """Prefers shorter completions: minus the number of words (a deliberately different preference)."""
     return -float(len(text.split()))
+
+
+def scored_text(prompt, completion: str) -> str:
+    """What a gold scorer judges: the whole text (prompt + continuation) for plain prompts, the completion
+    alone for chat prompts (a list of messages)."""
+    return prompt + completion if isinstance(prompt, str) else completion
 
 
 def load_scorer(path: str):

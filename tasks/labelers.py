@@ -1,19 +1,23 @@
 """Labelers turn prompts (and, for some, sampled completions) into comparisons.
 
-A labeler is a class with `needs_samples: bool` and `label(groups) -> list[dict]`, registered in LABELERS
-or named in params as 'module:Class'. Comparisons use TRL's preference format plus a prompt id:
+A labeler is a class with `needs_samples: bool` and `label(groups) -> list[dict]`: a built-in one in LABELERS
+(made as `Labeler(cfg, base_dir)`), or one of yours named in params as 'module:Class' (made as `Class(cfg)`).
+Comparisons use TRL's preference format plus a prompt id:
 {"prompt_id", "prompt", "chosen", "rejected", "chosen_ended", "rejected_ended", ...}.
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib
 import itertools
 import json
+from pathlib import Path
 
 import torch
 
 from tasks.common import PipelineError
+from tasks.data import load_records
 from tasks.losses import preference_probability
 
 
@@ -23,9 +27,10 @@ def prompt_id(prompt) -> str:
 
 class SimulatedLabeler:
     """Simulated annotators: a ≻ b with probability σ((g(a) − g(b)) / τ), seeded; every K-choose-2 pair kept."""
+
     needs_samples = True
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, base_dir: Path | None = None):
         self.tau, self.seed = cfg.tau, cfg.seed
 
     def label(self, groups: list[dict]) -> list[dict]:
@@ -36,9 +41,19 @@ class SimulatedLabeler:
                 p = preference_probability(torch.tensor(a["gold"]), torch.tensor(b["gold"]), self.tau).item()
                 first = torch.rand((), generator=g).item() < p
                 c, r = (a, b) if first else (b, a)
-                out.append({"prompt_id": grp["prompt_id"], "prompt": grp["prompt"], "chosen": c["text"],
-                            "rejected": r["text"], "chosen_ended": c["ended"], "rejected_ended": r["ended"],
-                            "gold_chosen": c["gold"], "gold_rejected": r["gold"], "p_chosen": p if first else 1 - p})
+                out.append(
+                    {
+                        "prompt_id": grp["prompt_id"],
+                        "prompt": grp["prompt"],
+                        "chosen": c["text"],
+                        "rejected": r["text"],
+                        "chosen_ended": c["ended"],
+                        "rejected_ended": r["ended"],
+                        "gold_chosen": c["gold"],
+                        "gold_rejected": r["gold"],
+                        "p_chosen": p if first else 1 - p,
+                    }
+                )
         return out
 
 
@@ -64,17 +79,17 @@ class DatasetLabeler:
     """Human comparisons from a local JSONL or a Hugging Face dataset: TRL preference format
     (prompt/chosen/rejected, strings or messages; implicit prompt allowed) or Anthropic HH (chosen/rejected
     full dialogues). No sampling."""
+
     needs_samples = False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, base_dir: Path):
+        self.base_dir = base_dir
         if not cfg.dataset:
             raise PipelineError("params.yaml: sample.dataset: required when sample.labeler is 'dataset'")
         self.source = cfg.dataset
 
     def label(self, groups=None) -> list[dict]:
-        from tasks.data import load_records
-
-        recs, where = load_records(self.source)
+        recs, where = load_records(self.source, self.base_dir)
         out = []
         for n, r in enumerate(recs, 1):
             for key in ("chosen", "rejected"):
@@ -91,18 +106,27 @@ class DatasetLabeler:
             chosen, rejected = _content(chosen), _content(rejected)
             if not chosen.strip() or not rejected.strip():
                 raise PipelineError(f"{where}:{n}: empty completion after removing the prompt")
-            out.append({"prompt_id": prompt_id(prompt), "prompt": prompt, "chosen": chosen, "rejected": rejected,
-                        "chosen_ended": True, "rejected_ended": True})
+            out.append(
+                {
+                    "prompt_id": prompt_id(prompt),
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "chosen_ended": True,
+                    "rejected_ended": True,
+                }
+            )
         return out
 
 
 LABELERS = {"simulated": SimulatedLabeler, "dataset": DatasetLabeler}
 
 
-def make_labeler(cfg):
+def make_labeler(cfg, base_dir: Path):
+    """The labeler named by sample.labeler; relative dataset paths are read from base_dir."""
     name = cfg.labeler
     if name in LABELERS:
-        return LABELERS[name](cfg)
+        return LABELERS[name](cfg, base_dir)
     mod, _, cls = name.partition(":")
     try:
         return getattr(importlib.import_module(mod), cls)(cfg)

@@ -3,6 +3,7 @@
 Conventions: B = batch, T = sequence length, V = vocabulary. Masks are 1 for tokens that count.
 Labels use -100 for positions that carry no loss (prompt tokens, padding), as in transformers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,7 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def preference_probability(gold_a: torch.Tensor, gold_b: torch.Tensor, tau: float) -> torch.Tensor:
     """P(a ≻ b) of a simulated Bradley–Terry annotator with temperature τ.
 
-        P(a ≻ b) = σ((g(a) − g(b)) / τ)          τ → 0: always the higher gold score (ties: 1/2)
+    P(a ≻ b) = σ((g(a) − g(b)) / τ)          τ → 0: always the higher gold score (ties: 1/2)
     """
     diff = gold_a - gold_b
     if tau == 0:
@@ -65,8 +66,13 @@ def group_mean(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return (sums / counts).mean()
 
 
-def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, group: torch.Tensor,
-                      margin: torch.Tensor | None = None, center_coef: float = 0.0) -> torch.Tensor:
+def reward_model_loss(
+    r_chosen: torch.Tensor,
+    r_rejected: torch.Tensor,
+    group: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_coef: float = 0.0,
+) -> torch.Tensor:
     """Bradley–Terry loss of a scalar reward model, pairs of one prompt averaged together (InstructGPT).
 
         L = E_prompts [ E_(c,r) of prompt [ −log σ(r(x,y_c) − r(x,y_r) − m) ] ]  +  η · E[(r(x,y_c) + r(x,y_r))²]
@@ -114,14 +120,15 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") ->
     if kind == "k1":
         return d
     if kind == "k2":
-        return 0.5 * d ** 2
+        return 0.5 * d**2
     if kind == "k3":
         return torch.expm1(-d) + d
     raise ValueError(f"unknown KL estimator {kind!r}")
 
 
-def token_rewards(kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, beta: float,
-                  extra: torch.Tensor | None = None) -> torch.Tensor:
+def token_rewards(
+    kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, beta: float, extra: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-token rewards r_t = −β·KL_t (+ extra_t), with the sequence score added at the last response token.
 
         r_t = −β KL_t + extra_t + [t = T] · score
@@ -134,8 +141,9 @@ def token_rewards(kl: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, bet
     return r.scatter_add(1, last[:, None], score[:, None].to(r.dtype)) * mask
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over response tokens (Schulman et al. 2016).
 
         δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   V_{T+1} = 0,   returns R_t = A_t + V_t
@@ -153,8 +161,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, (adv + values) * mask
 
 
-def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                    clip: float = 0.2) -> tuple[torch.Tensor, dict]:
+def ppo_policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate objective (Schulman et al. 2017), as a loss to minimize.
 
         ρ_t = exp(log π_θ − log π_old),   L = E_t[ max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε)) ]
@@ -165,15 +174,16 @@ def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tenso
     loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), mask)
     with torch.no_grad():
         clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask).item()
-        approx_kl = masked_mean(0.5 * log_ratio ** 2, mask).item()
+        approx_kl = masked_mean(0.5 * log_ratio**2, mask).item()
     return loss, {"clipfrac": clipfrac, "approx_kl": approx_kl}
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float = 0.2) -> tuple[torch.Tensor, dict]:
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, dict]:
     """Clipped value loss (the PPO2 / "N implementation details" form).
 
-        V_clip = V_old + clip(V − V_old, −ε, ε),   L = ½ E_t[ max((V − R)², (V_clip − R)²) ]
+    V_clip = V_old + clip(V − V_old, −ε, ε),   L = ½ E_t[ max((V − R)², (V_clip − R)²) ]
     """
     v_clip = old_values + (values - old_values).clamp(-clip, clip)
     loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clip - returns) ** 2), mask)
@@ -199,9 +209,17 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- DPO family (Rafailov et al. 2023)
-def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-             len_chosen: torch.Tensor | None = None, len_rejected: torch.Tensor | None = None):
+def dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    len_chosen: torch.Tensor | None = None,
+    len_rejected: torch.Tensor | None = None,
+):
     """Direct preference losses on sequence log-probs (sums over completion tokens), all (B,).
 
         h = [log π(y_c|x) − log π_ref(y_c|x)] − [log π(y_r|x) − log π_ref(y_r|x)]
@@ -221,8 +239,9 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
     return losses.mean(), beta * (pi_chosen - ref_chosen).detach(), beta * (pi_rejected - ref_rejected).detach()
 
 
-def rto_token_reward(logp_dpo: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, beta1: float,
-                     clip: float) -> torch.Tensor:
+def rto_token_reward(
+    logp_dpo: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, beta1: float, clip: float
+) -> torch.Tensor:
     """RTO's token-wise implicit reward (Zhong et al. 2024): the DPO policy's per-token log-ratio.
 
         r_t^DPO = clip(β₁ · (log π_dpo(y_t|x,y_<t) − log π_ref(y_t|x,y_<t)), −c, c)

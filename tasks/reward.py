@@ -1,8 +1,9 @@
-"""The reward model: a scalar head on the SFT model, read at the last token of prompt + response.
+"""The reward model: a scalar head on the SFT model, read at the last response token or averaged over them.
 
 The same forward (`token_scalars`) gives PPO's value model its per-token values, since InstructGPT
 initialises the critic from the reward model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,24 +14,15 @@ from pathlib import Path
 
 import torch
 
-from tasks.batching import encode_prompt
-from tasks.common import read_jsonl, seed_everything
+from tasks.batching import encode_prompt, regroup
+from tasks.common import seed_everything
+from tasks.context import SINGLE_PROCESS, DistContext, autocast, to_device
 from tasks.generation import pack
 from tasks.losses import reward_model_loss
-from tasks.distributed import is_main
-from tasks.train import add_lora, autocast, fit, merged, save_pretrained, to_device
+from tasks.models import add_lora, load_scalar_model, merged, save_pretrained
+from tasks.train import fit
 
 NORM_FILE = "reward_norm.json"
-
-
-def load_scalar_model(path: Path, device: str = "cpu"):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype="float32",
-                                                               use_safetensors=True)
-    model.config.pad_token_id = tok.pad_token_id
-    return model.to(device), tok
 
 
 class TokenScorer(torch.nn.Module):
@@ -44,8 +36,9 @@ class TokenScorer(torch.nn.Module):
     def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         backbone = getattr(base, base.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
         head = base.score if hasattr(base, "score") else base.classifier
         return head(hidden).squeeze(-1).float()
 
@@ -64,7 +57,7 @@ def sequence_rewards(model, packed: dict, pooling: str = "last") -> torch.Tensor
     if pooling == "mean":
         P, L = packed["P"], packed["response"].shape[1]
         m = packed["response_mask"]
-        return (s[:, P: P + L] * m).sum(1) / m.sum(1).clamp_min(1)
+        return (s[:, P : P + L] * m).sum(1) / m.sum(1).clamp_min(1)
     last = packed["P"] + packed["response_mask"].sum(1).long() - 1
     return s.gather(1, last[:, None]).squeeze(1)
 
@@ -87,8 +80,16 @@ def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False) -> tuple
     by_prompt: dict[str, dict] = {}
     max_resp = cfg.max_length - cfg.max_prompt_len
     for p in pairs:
-        g = by_prompt.setdefault(p["prompt_id"], {"prompt_id": p["prompt_id"], "query": encode_prompt(
-            p["prompt"], tok, cfg.max_prompt_len), "texts": {}, "responses": [], "pairs": []})
+        g = by_prompt.setdefault(
+            p["prompt_id"],
+            {
+                "prompt_id": p["prompt_id"],
+                "query": encode_prompt(p["prompt"], tok, cfg.max_prompt_len),
+                "texts": {},
+                "responses": [],
+                "pairs": [],
+            },
+        )
         idx = []
         for side in ("chosen", "rejected"):
             key = (p[side], p[f"{side}_ended"])
@@ -99,22 +100,31 @@ def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False) -> tuple
         gold = (p.get("gold_chosen"), p.get("gold_rejected"))
         g["pairs"].append((*idx, float(p.get("margin", 0.0)) if use_margin else 0.0, gold))
     groups = list(by_prompt.values())
-    return ([g for g in groups if not is_heldout(g["prompt_id"], cfg.heldout_frac)],
-            [g for g in groups if is_heldout(g["prompt_id"], cfg.heldout_frac)])
+    return (
+        [g for g in groups if not is_heldout(g["prompt_id"], cfg.heldout_frac)],
+        [g for g in groups if is_heldout(g["prompt_id"], cfg.heldout_frac)],
+    )
 
 
 def collate_groups(groups: list[dict], pad_id: int) -> dict:
     """All completions of the groups in one packed batch + index tensors of the pairs."""
-    queries, responses, ci, ri, margin, gid, offset = [], [], [], [], [], [], 0
-    for n, g in enumerate(groups):
+    queries, responses, chosen, rejected, margins, group_ids = [], [], [], [], [], []
+    for group_id, g in enumerate(groups):
+        offset = len(responses)
         queries += [g["query"]] * len(g["responses"])
         responses += g["responses"]
-        for c, r, m, _ in g["pairs"]:
-            ci.append(offset + c), ri.append(offset + r), margin.append(m), gid.append(n)
-        offset += len(g["responses"])
+        for c, r, margin, _gold in g["pairs"]:
+            chosen.append(offset + c)
+            rejected.append(offset + r)
+            margins.append(margin)
+            group_ids.append(group_id)
     batch = pack(queries, responses, pad_id)
-    batch.update(chosen=torch.tensor(ci), rejected=torch.tensor(ri), margin=torch.tensor(margin),
-                 group=torch.tensor(gid))
+    batch.update(
+        chosen=torch.tensor(chosen),
+        rejected=torch.tensor(rejected),
+        margin=torch.tensor(margins),
+        group=torch.tensor(group_ids),
+    )
     return batch
 
 
@@ -126,19 +136,17 @@ def rm_loss(model, batch, center_coef: float, pooling: str = "last"):
 
 
 @torch.no_grad()
-def score_groups(model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype,
-                 pooling: str = "last") -> list[list[float]]:
+def score_groups(
+    model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype, pooling: str = "last"
+) -> list[list[float]]:
     """Rewards of every completion of every group, in group order."""
     model.eval()
-    out = []
+    flat = []
     for i in range(0, len(groups), batch_size):
-        batch = to_device(collate_groups(groups[i: i + batch_size], pad_id), device)
+        batch = to_device(collate_groups(groups[i : i + batch_size], pad_id), device)
         with autocast(device, dtype):
-            r = sequence_rewards(model, batch, pooling).cpu().tolist()
-        for g in groups[i: i + batch_size]:
-            out.append(r[: len(g["responses"])])
-            r = r[len(g["responses"]):]
-    return out
+            flat += sequence_rewards(model, batch, pooling).cpu().tolist()
+    return regroup(flat, [len(g["responses"]) for g in groups])
 
 
 def accuracies(groups: list[dict], rewards: list[list[float]]) -> dict:
@@ -167,15 +175,37 @@ def freeze_bottom(model, n_layers: int) -> None:
         layer.requires_grad_(False)
 
 
-def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, dtype, on_step=None) -> dict:
-    """Train the RM, fit its normalization, save to out_dir; return metrics and the step history."""
+def train_rm(
+    cfg,
+    sft_dir: Path,
+    pairs: list[dict],
+    out_dir: Path,
+    device: str,
+    dtype,
+    ctx: DistContext = SINGLE_PROCESS,
+    on_step=None,
+    checkpoint_dir: Path | None = None,
+) -> dict:
+    """Train the RM on labeled pairs, fit its normalization, save to out_dir; return metrics and the step history."""
     seed_everything(cfg.seed)
     model, tok = load_scalar_model(sft_dir, device)
-    train, held = build_groups(read_jsonl(pairs_path), tok, cfg, cfg.use_margin)
+    train, held = build_groups(pairs, tok, cfg, cfg.use_margin)
     freeze_bottom(model, cfg.freeze_layers)
     model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
-    history = fit(TokenScorer(model), train, partial(collate_groups, pad_id=tok.pad_token_id),
-                  partial(rm_loss, center_coef=cfg.center_coef, pooling=cfg.pooling), cfg, device, dtype, on_step=on_step, desc="rm")
+    loss_fn = partial(rm_loss, center_coef=cfg.center_coef, pooling=cfg.pooling)
+    history = fit(
+        TokenScorer(model),
+        train,
+        partial(collate_groups, pad_id=tok.pad_token_id),
+        loss_fn,
+        cfg,
+        device,
+        dtype,
+        ctx,
+        on_step=on_step,
+        stage="rm",
+        checkpoint_dir=checkpoint_dir,
+    )
     model = merged(model)
     # The train accuracy (the overfitting check) on as many training prompts as are held out, not on all
     # of them (128 prompts x 6 completions at the defaults: 4x the forward passes for the same check).
@@ -188,8 +218,8 @@ def train_rm(cfg, sft_dir: Path, pairs_path: Path, out_dir: Path, device: str, d
     flat = [x for r in (r_held or r_train) for x in r]
     mu, sd = statistics.fmean(flat), statistics.pstdev(flat) or 1.0
     norm = {"gain": 1.0 / sd, "bias": -mu / sd, "raw_mean": mu, "raw_std": sd, "pooling": cfg.pooling}
-    save_pretrained(model, tok, out_dir)
-    if is_main():
+    save_pretrained(model, tok, out_dir, ctx)
+    if ctx.is_main:
         (Path(out_dir) / NORM_FILE).write_text(json.dumps(norm, indent=2))
     metrics = {f"train_{k}": v for k, v in accuracies(train_probe, r_train).items()}
     metrics.update({f"heldout_{k}": v for k, v in accuracies(held, r_held).items()})

@@ -1,24 +1,55 @@
 """RTO (Reinforced Token Optimization, Zhong et al. 2024): PPO where every response token also gets the
 DPO policy's implicit reward β₁·(log π_dpo − log π_ref), clipped to ±c. PPO's machinery, one hook."""
+
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
+from tasks.context import SINGLE_PROCESS, DistContext
 from tasks.generation import response_logprobs
 from tasks.losses import rto_token_reward
+from tasks.models import load_lm
 from tasks.ppo import train_ppo
-from tasks.sft import load_lm
 
 
-def train_rto(cfg, sft_dir, rm_dir, dpo_dir, device, dtype, gold_scorer=None, on_iter=None):
+def train_rto(
+    cfg,
+    prompts: list,
+    texts: list[str],
+    sft_dir: Path,
+    rm_dir: Path,
+    dpo_dir: Path,
+    device: str,
+    dtype,
+    ctx: DistContext = SINGLE_PROCESS,
+    gold_scorer=None,
+    on_iter=None,
+    checkpoint_dir: Path | None = None,
+):
+    """PPO (cfg: the rto section) with the DPO model in dpo_dir as a token-wise reward. Returns (policy, history)."""
     dpo, _ = load_lm(dpo_dir, device)
     dpo.eval().requires_grad_(False)
-    T = cfg.generation.temperature
+    temperature = cfg.generation.temperature
 
     def token_reward(packed, logp, ref_logp):
         with torch.no_grad():
-            logp_dpo = response_logprobs(dpo, packed, T)
+            logp_dpo = response_logprobs(dpo, packed, temperature)
         return rto_token_reward(logp_dpo, ref_logp, packed["response_mask"], cfg.token_beta, cfg.token_clip)
 
-    return train_ppo(cfg, sft_dir, rm_dir, device, dtype, gold_scorer=gold_scorer, token_reward=token_reward,
-                     on_iter=on_iter)
+    return train_ppo(
+        cfg,
+        prompts,
+        texts,
+        sft_dir,
+        rm_dir,
+        device,
+        dtype,
+        ctx,
+        gold_scorer=gold_scorer,
+        token_reward=token_reward,
+        on_iter=on_iter,
+        stage="rto",
+        checkpoint_dir=checkpoint_dir,
+    )

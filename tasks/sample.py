@@ -1,36 +1,42 @@
 """The `sample` stage's work: K completions per prompt from the SFT model, gold scores, labeled pairs."""
+
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
 from tasks.common import seed_everything, write_jsonl
-from tasks.data import load_split
 from tasks.generation import sample
-from tasks.gold import load_scorer
+from tasks.gold import load_scorer, scored_text
 from tasks.labelers import make_labeler, prompt_id
+from tasks.models import load_lm
 
 
-def scored_text(prompt, completion: str) -> str:
-    """What the gold scorer judges: the whole review (prompt + continuation) for plain prompts."""
-    return prompt + completion if isinstance(prompt, str) else completion
-
-
-def sample_groups(cfg, sft_dir: Path, device: str, dtype) -> list[dict]:
-    """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the comparison prompts."""
-    from tasks.sft import load_lm
-
+def sample_groups(cfg, prompts: list, sft_dir: Path, device: str, dtype) -> list[dict]:
+    """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the first cfg.max_prompts prompts."""
     seed_everything(cfg.seed)
     scorer = load_scorer(cfg.gold_scorer)
-    prompts = [r["prompt"] for r in load_split("comparison")][: cfg.max_prompts]
+    prompts = prompts[: cfg.max_prompts]
     model, tok = load_lm(sft_dir, device)
-    samples = sample(model, tok, prompts, cfg.k, cfg.generation, cfg.seed, device, dtype, cfg.max_prompt_len,
-                     desc=f"sampling {cfg.k} x {len(prompts)}")
+    samples = sample(
+        model,
+        tok,
+        prompts,
+        cfg.k,
+        cfg.generation,
+        cfg.seed,
+        device,
+        dtype,
+        cfg.max_prompt_len,
+        desc=f"sampling {cfg.k} x {len(prompts)}",
+    )
     groups = [{"prompt_id": prompt_id(p), "prompt": p, "completions": []} for p in prompts]
     for s in samples:
-        grp = groups[s["prompt_index"]]
-        grp["completions"].append({"text": s["text"], "ended": s["ended"], "n_tokens": len(s["response"]),
-                                   "gold": float(scorer(scored_text(grp["prompt"], s["text"])))})
+        group = groups[s["prompt_index"]]
+        gold = float(scorer(scored_text(group["prompt"], s["text"])))
+        group["completions"].append(
+            {"text": s["text"], "ended": s["ended"], "n_tokens": len(s["response"]), "gold": gold}
+        )
     return groups
 
 
@@ -39,9 +45,13 @@ def summarize(groups: list[dict], pairs: list[dict]) -> dict:
     comps = [c for g in groups for c in g["completions"]]
     if comps:
         golds = [c["gold"] for c in comps]
-        m.update(n_completions=len(comps), gold_mean=statistics.fmean(golds), gold_std=statistics.pstdev(golds),
-                 eos_rate=sum(c["ended"] for c in comps) / len(comps),
-                 mean_tokens=statistics.fmean(c["n_tokens"] for c in comps))
+        m.update(
+            n_completions=len(comps),
+            gold_mean=statistics.fmean(golds),
+            gold_std=statistics.pstdev(golds),
+            eos_rate=sum(c["ended"] for c in comps) / len(comps),
+            mean_tokens=statistics.fmean(c["n_tokens"] for c in comps),
+        )
     decided = [p for p in pairs if p.get("gold_chosen") is not None and p["gold_chosen"] != p["gold_rejected"]]
     if decided:  # how often the (noisy) annotators agree with the noiseless gold order
         m["label_gold_agreement"] = sum(p["gold_chosen"] > p["gold_rejected"] for p in decided) / len(decided)
@@ -49,13 +59,14 @@ def summarize(groups: list[dict], pairs: list[dict]) -> dict:
     return m
 
 
-def run_sample(cfg, sft_dir: Path, out_dir: Path, device: str, dtype) -> dict:
-    """Write out_dir/completions.jsonl and out_dir/pairs.jsonl; return summary metrics."""
-    out_dir, labeler = Path(out_dir), make_labeler(cfg)
-    groups = sample_groups(cfg, sft_dir, device, dtype) if labeler.needs_samples else []
+def run_sample(cfg, prompts: list, sft_dir: Path, out_dir: Path, device: str, dtype, base_dir: Path) -> dict:
+    """Write out_dir/completions.jsonl and out_dir/pairs.jsonl; return summary metrics. Relative paths of a
+    preference dataset are read from base_dir."""
+    out_dir, labeler = Path(out_dir), make_labeler(cfg, base_dir)
+    groups = sample_groups(cfg, prompts, sft_dir, device, dtype) if labeler.needs_samples else []
     pairs = labeler.label(groups)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / "completions.jsonl",
-                [dict(c, prompt_id=g["prompt_id"], prompt=g["prompt"]) for g in groups for c in g["completions"]])
+    completions = [dict(c, prompt_id=g["prompt_id"], prompt=g["prompt"]) for g in groups for c in g["completions"]]
+    write_jsonl(out_dir / "completions.jsonl", completions)
     write_jsonl(out_dir / "pairs.jsonl", pairs)
     return summarize(groups, pairs)

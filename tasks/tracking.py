@@ -1,32 +1,34 @@
-"""MLflow: one run per stage, params/metrics/tags, the model logged and registered.
+"""MLflow: one run per stage, params/metrics/tags, the model logged and registered, the champion alias.
 
-Default store: sqlite:///mlflow.db in the project with artifacts in ./mlartifacts (both git-ignored);
+The flows pass the default store (the project's sqlite:///mlflow.db, artifacts in ./mlartifacts);
 MLFLOW_TRACKING_URI overrides it (an MLflow server, a shared database, ...).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import time
+from pathlib import Path
 
-from tasks.common import ROOT, git_commit
+from tasks.common import git_commit
 
 # What the logged model needs to be loaded back: pinned like pyproject.toml. Passing it explicitly keeps
 # MLflow from importing torchvision etc. to infer requirements (fails on transformers 5, see NOTES-stack).
 MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0", "tokenizers==0.23.3"]
 
 
-def setup(experiment: str):
+def setup(experiment: str, default_uri: str, artifacts_dir: Path):
+    """mlflow, pointed at MLFLOW_TRACKING_URI (else default_uri) and the experiment (created if new; with a
+    local store its artifacts go to artifacts_dir)."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         local = uri.startswith("sqlite:") or uri.startswith("file:")
-        try:
-            mlflow.create_experiment(experiment, artifact_location=(ROOT / "mlartifacts").as_uri() if local else None)
-        except mlflow.exceptions.MlflowException:
-            pass  # created meanwhile by a parallel stage
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # created meanwhile by a parallel stage
+            mlflow.create_experiment(experiment, artifact_location=artifacts_dir.as_uri() if local else None)
     mlflow.set_experiment(experiment)
     return mlflow
 
@@ -50,13 +52,23 @@ def _prefect_run_id() -> str | None:
         return None
 
 
+def metric_prefix(stage: str) -> str:
+    """Per-step metric names: train/<name> for the supervised loop (sft, rm, dpo), <stage>/<name> for RL stages."""
+    return "train/" if stage in ("sft", "rm", "dpo") else f"{stage}/"
+
+
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, params: dict):
-    """An MLflow run for one stage. It ends FAILED (with the error as a tag) if the stage raises."""
-    mlflow = setup(experiment)
-    tags = {"dvc_stage": stage, "git_commit": git_commit(), "stage": stage,
-            # DVC names the experiment a stage runs in (dvc exp run -n); the pipeline flow also passes it
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME") or os.environ.get("RLHF_DVC_EXPERIMENT") or "workspace"}
+def stage_run(stage: str, experiment: str, params: dict, default_uri: str, artifacts_dir: Path, repo: Path):
+    """An MLflow run for one stage, tagged with the git commit of repo. It ends FAILED (with the error as a
+    tag) if the stage raises."""
+    mlflow = setup(experiment, default_uri, artifacts_dir)
+    tags = {
+        "dvc_stage": stage,
+        "git_commit": git_commit(repo),
+        "stage": stage,
+        # DVC names the experiment a stage runs in (dvc exp run -n); the pipeline flow also passes it
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME") or os.environ.get("RLHF_DVC_EXPERIMENT") or "workspace",
+    }
     if pid := _prefect_run_id():
         tags["prefect_flow_run_id"] = str(pid)
     if parent := os.environ.get("RLHF_PARENT_RUN_ID"):  # set by flows/pipeline.py: nest under its run
@@ -90,8 +102,12 @@ def log_model(model, tok, task: str, registered_name: str | None, tags: dict | N
     import mlflow
 
     info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tok}, name="model", task=task,
-        pip_requirements=MODEL_REQUIREMENTS, registered_model_name=registered_name)
+        transformers_model={"model": model, "tokenizer": tok},
+        name="model",
+        task=task,
+        pip_requirements=MODEL_REQUIREMENTS,
+        registered_model_name=registered_name,
+    )
     if not registered_name:
         return None
     client = mlflow.MlflowClient()
@@ -99,3 +115,24 @@ def log_model(model, tok, task: str, registered_name: str | None, tags: dict | N
     for k, v in (tags or {}).items():
         client.set_model_version_tag(registered_name, str(version), k, str(v))
     return version
+
+
+class Registry:
+    """The model registry operations the champion gate needs (tasks/evaluate.py: champion_gate)."""
+
+    def __init__(self):
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+
+    def promote(self, name: str, version: str, alias: str, tags: dict) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, v)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version that holds `alias`, or None (no such model, or no version has it)."""
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except Exception:
+            return None

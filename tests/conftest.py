@@ -3,6 +3,7 @@
 Nothing here mocks a component of ours: DVC, Prefect and MLflow run for real, on 127.0.0.1, in a temp
 directory, bounded in time and stopped by PID.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,27 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")   # the in-process tests too (before torch is imported): see project_env
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the in-process tests too (before torch is imported): see project_env
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Never copied into a test project: local run state and outputs of the developer's own runs.
-SKIP = {".venv", ".git", ".prefect", ".cache", "mlflow.db", "mlartifacts", "mlruns", "models", ".pytest_cache",
-        "__pycache__", "prepared", "metrics", "dvc.lock", "plots"}
+SKIP = {
+    ".venv",
+    ".git",
+    ".prefect",
+    ".cache",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    "models",
+    ".pytest_cache",
+    "__pycache__",
+    "prepared",
+    "metrics",
+    "dvc.lock",
+    "plots",
+}
 
 
 def free_port() -> int:
@@ -37,9 +52,16 @@ def project_env(root: Path, **extra) -> dict:
     # One torch thread per process: the tiny model gains nothing from two, and with two xdist workers (plus
     # two-process DDP and two queued experiments at once) two threads each would oversubscribe 2 cores.
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(root), DVC_NO_ANALYTICS="1",
-               PREFECT_HOME=str(root / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               TOKENIZERS_PARALLELISM="false", MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(root),
+        DVC_NO_ANALYTICS="1",
+        PREFECT_HOME=str(root / ".prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
+    )
     env.pop("RLHF_ROOT", None)
     env.update(extra)
     return env
@@ -47,6 +69,7 @@ def project_env(root: Path, **extra) -> dict:
 
 def make_project(dest: Path, profile: str | None = "tiny") -> Path:
     """Copy the project (code, params, data) to dest as a fresh git + DVC repo on the given profile."""
+
     def ignore(d, names):  # and never DVC's cache or temp dirs (gigabytes of the developer's own runs)
         dvc_dir = os.path.basename(d) == ".dvc"
         return [n for n in names if n in SKIP or n.startswith(".reviews") or (dvc_dir and n in ("cache", "tmp"))]
@@ -58,16 +81,18 @@ def make_project(dest: Path, profile: str | None = "tiny") -> Path:
     run("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "test project")
     if profile:
-        run(sys.executable, "-m", "tasks.profile", profile)
+        run(sys.executable, "-m", "flows.profile", profile)
     return dest
 
 
 def run_cmd(root: Path, *cmd, timeout=600, check=True, **env_extra) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=root, env=project_env(root, **env_extra), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=root, env=project_env(root, **env_extra), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -101,11 +126,21 @@ def prefect_server(tmp_path_factory):
     """A real Prefect server on 127.0.0.1 (SQLite), shared by the session; stopped by PID at the end."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PREFECT_API_URL="")
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_API_URL="",
+    )
     url = f"http://127.0.0.1:{port}/api"
-    proc = start_server([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                        f"{url}/health", home, env, timeout=90)
+    proc = start_server(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        f"{url}/health",
+        home,
+        env,
+        timeout=90,
+    )
     yield url
     stop_server(proc)
 
@@ -125,8 +160,15 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 # 2-core machine (2026-12-02, serial run): pipeline 446, distributed 164, bad_inputs 147, reward_stage 120,
 # dpo_rto 103, resume 74. ppo_stage took 17 s there only because earlier files had run sample and rm for
 # it; on a worker of its own it runs them (92-118 s under xdist), so it goes early too.
-COST_ORDER = ["test_pipeline", "test_distributed", "test_ppo_stage", "test_bad_inputs", "test_reward_stage",
-              "test_dpo_rto", "test_resume"]
+COST_ORDER = [
+    "test_pipeline",
+    "test_distributed",
+    "test_ppo_stage",
+    "test_bad_inputs",
+    "test_reward_stage",
+    "test_dpo_rto",
+    "test_resume",
+]
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -136,8 +178,13 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_terminal_summary(terminalreporter):
     """Print the speed measurements tests record (record_property("timing", ...)): measured, not asserted."""
-    lines = [v for rep in terminalreporter.stats.get("passed", []) if rep.when == "call"
-             for k, v in getattr(rep, "user_properties", []) if k == "timing"]
+    lines = [
+        v
+        for rep in terminalreporter.stats.get("passed", [])
+        if rep.when == "call"
+        for k, v in getattr(rep, "user_properties", [])
+        if k == "timing"
+    ]
     if lines:
         terminalreporter.section("timings (measured, not asserted)")
         for line in lines:

@@ -2,6 +2,7 @@
 
 Each row of BAD is one row of the README's table: what is wrong, the stage that meets it, and the message.
 """
+
 import hashlib
 import math
 import os
@@ -18,52 +19,156 @@ GOOD_PAIR = '{"prompt": "The film", "chosen": " was great.", "rejected": " was d
 # (id, stage module, params patch {section: {field: value}}, file to write {name: text}, expected message)
 BAD = [
     ("unknown-key", "flows.sft", {"sft": {"lrr": 1e-4}}, None, "params.yaml: sft.lrr: unknown key"),
-    ("wrong-type", "flows.rm", {"rm": {"batch_size": "eight"}}, None,
-     "params.yaml: rm.batch_size: Input should be a valid integer"),
+    (
+        "wrong-type",
+        "flows.rm",
+        {"rm": {"batch_size": "eight"}},
+        None,
+        "params.yaml: rm.batch_size: Input should be a valid integer",
+    ),
     ("negative-lr", "flows.dpo", {"dpo": {"lr": -1e-5}}, None, "params.yaml: dpo.lr: Input should be greater than 0"),
     ("beta-zero", "flows.dpo", {"dpo": {"beta": 0.0}}, None, "params.yaml: dpo.beta: Input should be greater than 0"),
-    ("k-below-2", "flows.sample", {"sample": {"k": 1}}, None, "params.yaml: sample.k: Input should be greater than or equal to 2"),
-    ("negative-ptx", "flows.ppo", {"ppo": {"ptx_coef": -0.5}}, None,
-     "params.yaml: ppo.ptx_coef: Input should be greater than or equal to 0"),
-    ("max-length-zero", "flows.sft", {"sft": {"max_length": 0}}, None,
-     "params.yaml: sft.max_length: Input should be greater than or equal to"),
+    (
+        "k-below-2",
+        "flows.sample",
+        {"sample": {"k": 1}},
+        None,
+        "params.yaml: sample.k: Input should be greater than or equal to 2",
+    ),
+    (
+        "negative-ptx",
+        "flows.ppo",
+        {"ppo": {"ptx_coef": -0.5}},
+        None,
+        "params.yaml: ppo.ptx_coef: Input should be greater than or equal to 0",
+    ),
+    (
+        "max-length-zero",
+        "flows.sft",
+        {"sft": {"max_length": 0}},
+        None,
+        "params.yaml: sft.max_length: Input should be greater than or equal to",
+    ),
     ("nan", "flows.sft", {"sft": {"max_grad_norm": math.nan}}, None, "params.yaml: sft.max_grad_norm"),
-    ("missing-model-path", "flows.base", {"base": {"model": "./no/such/model.gguf", "sha256": None}}, None,
-     "base.model: ./no/such/model.gguf not found"),
-    ("hub-id-offline", "flows.base", {"base": {"model": "someorg/no-such-model", "sha256": None}}, None,
-     "base.model: cannot load someorg/no-such-model"),
-    ("unknown-algorithm", "flows.ppo", {"pipeline": {"algorithms": ["ppo", "sac"]}}, None,
-     "params.yaml: pipeline.algorithms.1: Input should be 'ppo', 'dpo' or 'rto'"),
-    ("rto-without-dpo", "flows.rto", {"pipeline": {"algorithms": ["ppo", "rto"]}}, None,
-     "rto uses the dpo stage's model"),
-    ("unknown-loss-type", "flows.dpo", {"dpo": {"loss_type": "hinge"}}, None,
-     "params.yaml: dpo.loss_type: Input should be 'sigmoid' or 'ipo'"),
-    ("unknown-kl-estimator", "flows.ppo", {"ppo": {"kl": {"estimator": "k9"}}}, None,
-     "params.yaml: ppo.kl.estimator: Input should be 'k1', 'k2' or 'k3'"),
-    ("labeler-does-not-import", "flows.sample", {"sample": {"labeler": "no_such_module:Labeler"}}, None,
-     "params.yaml: sample.labeler: unknown labeler 'no_such_module:Labeler'"),
-    ("scorer-does-not-import", "flows.sample", {"sample": {"gold_scorer": "tasks.gold:no_such_scorer"}}, None,
-     "params.yaml: sample.gold_scorer: cannot import 'tasks.gold:no_such_scorer'"),
-    ("malformed-jsonl", "flows.sample", {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
-     {"prefs.jsonl": GOOD_PAIR + "{not json\n"}, "prefs.jsonl:2: not valid JSON"),
-    ("record-missing-field", "flows.sample", {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
-     {"prefs.jsonl": GOOD_PAIR + '{"prompt": "A", "rejected": " b"}\n'}, "prefs.jsonl:2: missing or empty 'chosen'"),
-    ("empty-jsonl", "flows.sample", {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
-     {"prefs.jsonl": ""}, "prefs.jsonl: no records"),
-    ("splits-over-one", "flows.prepare", {"prepare": {"splits": {"sft": 0.9, "eval": 0.5}}}, None,
-     "split shares sum to"),
-    ("missing-split-source", "flows.prepare", {"prepare": {"sources": {"sft": "no_such_file.jsonl"}}}, None,
-     "no_such_file.jsonl: file not found"),
-    ("duplicate-prompts", "flows.prepare", {"prepare": {"sources": {"eval": "ev.jsonl"}}},
-     {"ev.jsonl": '{"prompt": "A film"}\n{"prompt": "The plot"}\n{"prompt": "A film"}\n'},
-     "ev.jsonl:3: duplicate prompt 'A film' (first at record 1) in the eval split"),
-    ("overlapping-splits", "flows.prepare", {"prepare": {"sources": {"eval": "ev.jsonl", "policy": "ev.jsonl"}}},
-     {"ev.jsonl": '{"prompt": "A film"}\n{"prompt": "The plot"}\n'},
-     "prepare: 2 example(s) of the eval split also appear in the policy split"),
-    ("prompt-too-long", "flows.sample", {"pipeline": {"prompt_overflow": "refuse"}, "sample": {"max_prompt_len": 2}},
-     None, "prompt(s) longer than sample.max_prompt_len=2 tokens (pipeline.prompt_overflow is 'refuse'"),
-    ("cuda-without-gpu", "flows.sft", {"compute": {"device": "cuda"}}, None,
-     "compute.device is 'cuda' but no CUDA device is visible"),
+    (
+        "missing-model-path",
+        "flows.base",
+        {"base": {"model": "./no/such/model.gguf", "sha256": None}},
+        None,
+        "base.model: ./no/such/model.gguf not found",
+    ),
+    (
+        "hub-id-offline",
+        "flows.base",
+        {"base": {"model": "someorg/no-such-model", "sha256": None}},
+        None,
+        "base.model: cannot load someorg/no-such-model",
+    ),
+    (
+        "unknown-algorithm",
+        "flows.ppo",
+        {"pipeline": {"algorithms": ["ppo", "sac"]}},
+        None,
+        "params.yaml: pipeline.algorithms.1: Input should be 'ppo', 'dpo' or 'rto'",
+    ),
+    (
+        "rto-without-dpo",
+        "flows.rto",
+        {"pipeline": {"algorithms": ["ppo", "rto"]}},
+        None,
+        "rto uses the dpo stage's model",
+    ),
+    (
+        "unknown-loss-type",
+        "flows.dpo",
+        {"dpo": {"loss_type": "hinge"}},
+        None,
+        "params.yaml: dpo.loss_type: Input should be 'sigmoid' or 'ipo'",
+    ),
+    (
+        "unknown-kl-estimator",
+        "flows.ppo",
+        {"ppo": {"kl": {"estimator": "k9"}}},
+        None,
+        "params.yaml: ppo.kl.estimator: Input should be 'k1', 'k2' or 'k3'",
+    ),
+    (
+        "labeler-does-not-import",
+        "flows.sample",
+        {"sample": {"labeler": "no_such_module:Labeler"}},
+        None,
+        "params.yaml: sample.labeler: unknown labeler 'no_such_module:Labeler'",
+    ),
+    (
+        "scorer-does-not-import",
+        "flows.sample",
+        {"sample": {"gold_scorer": "tasks.gold:no_such_scorer"}},
+        None,
+        "params.yaml: sample.gold_scorer: cannot import 'tasks.gold:no_such_scorer'",
+    ),
+    (
+        "malformed-jsonl",
+        "flows.sample",
+        {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
+        {"prefs.jsonl": GOOD_PAIR + "{not json\n"},
+        "prefs.jsonl:2: not valid JSON",
+    ),
+    (
+        "record-missing-field",
+        "flows.sample",
+        {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
+        {"prefs.jsonl": GOOD_PAIR + '{"prompt": "A", "rejected": " b"}\n'},
+        "prefs.jsonl:2: missing or empty 'chosen'",
+    ),
+    (
+        "empty-jsonl",
+        "flows.sample",
+        {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
+        {"prefs.jsonl": ""},
+        "prefs.jsonl: no records",
+    ),
+    (
+        "splits-over-one",
+        "flows.prepare",
+        {"prepare": {"splits": {"sft": 0.9, "eval": 0.5}}},
+        None,
+        "split shares sum to",
+    ),
+    (
+        "missing-split-source",
+        "flows.prepare",
+        {"prepare": {"sources": {"sft": "no_such_file.jsonl"}}},
+        None,
+        "no_such_file.jsonl: file not found",
+    ),
+    (
+        "duplicate-prompts",
+        "flows.prepare",
+        {"prepare": {"sources": {"eval": "ev.jsonl"}}},
+        {"ev.jsonl": '{"prompt": "A film"}\n{"prompt": "The plot"}\n{"prompt": "A film"}\n'},
+        "ev.jsonl:3: duplicate prompt 'A film' (first at record 1) in the eval split",
+    ),
+    (
+        "overlapping-splits",
+        "flows.prepare",
+        {"prepare": {"sources": {"eval": "ev.jsonl", "policy": "ev.jsonl"}}},
+        {"ev.jsonl": '{"prompt": "A film"}\n{"prompt": "The plot"}\n'},
+        "prepare: 2 example(s) of the eval split also appear in the policy split",
+    ),
+    (
+        "prompt-too-long",
+        "flows.sample",
+        {"pipeline": {"prompt_overflow": "refuse"}, "sample": {"max_prompt_len": 2}},
+        None,
+        "prompt(s) longer than sample.max_prompt_len=2 tokens (pipeline.prompt_overflow is 'refuse'",
+    ),
+    (
+        "cuda-without-gpu",
+        "flows.sft",
+        {"compute": {"device": "cuda"}},
+        None,
+        "compute.device is 'cuda' but no CUDA device is visible",
+    ),
     ("params-not-yaml", "flows.sft", "sft: [unclosed\n", None, "params.yaml:"),
 ]
 
@@ -98,8 +203,17 @@ def test_bad_input_gives_one_line_and_loses_nothing(tiny_pipeline, name, module,
             (root / fname).write_text(content)
         new = patch if isinstance(patch, str) else yaml.safe_dump(patched(yaml.safe_load(text), patch), sort_keys=False)
         (root / "params.yaml").write_text(new)
-        proc = run_cmd(root, "python", "-m", module, check=False, timeout=180, HF_HUB_OFFLINE="1",
-                       CUDA_VISIBLE_DEVICES="", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+        proc = run_cmd(
+            root,
+            "python",
+            "-m",
+            module,
+            check=False,
+            timeout=180,
+            HF_HUB_OFFLINE="1",
+            CUDA_VISIBLE_DEVICES="",
+            PREFECT_API_URL=tiny_pipeline["prefect_api"],
+        )
     finally:
         (root / "params.yaml").write_text(text)
         for fname in files or {}:
@@ -109,4 +223,4 @@ def test_bad_input_gives_one_line_and_loses_nothing(tiny_pipeline, name, module,
     assert "Traceback" not in proc.stderr
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and expect in errors[0], lines[-5:]
-    assert digest(root) == before   # previous outputs untouched
+    assert digest(root) == before  # previous outputs untouched

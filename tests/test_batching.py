@@ -1,4 +1,5 @@
 """Prompt/completion encoding: prompt masked, EOS appended, truncation never invents an EOS."""
+
 import pytest
 
 from tasks.base_model import tiny_tokenizer
@@ -10,7 +11,7 @@ def test_micro_batches_of_n_processes_are_the_single_process_slices():
     from tasks.train import my_micro_batches
 
     batch = list(range(8))
-    assert my_micro_batches(batch, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]               # 1 process, grad_accum 2
+    assert my_micro_batches(batch, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # 1 process, grad_accum 2
     assert [my_micro_batches(batch, 1, r, 2) for r in (0, 1)] == [[[0, 1, 2, 3]], [[4, 5, 6, 7]]]
     assert [my_micro_batches(batch, 2, r, 2) for r in (0, 1)] == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
 

@@ -1,4 +1,5 @@
 """Config validation: a bad value is one clear line naming the field, before any work starts."""
+
 import math
 
 import pytest
@@ -17,17 +18,51 @@ def test_default_params_are_valid(params):
         config.load(section, params)
 
 
-@pytest.mark.parametrize("section, patch, expect", [
-    ("sft", {"lr": -1.0}, "params.yaml: sft.lr: Input should be greater than 0"),
-    ("sft", {"lrr": 1e-4}, "params.yaml: sft.lrr: unknown key"),
-    ("sft", {"batch_size": "eight"}, "params.yaml: sft.batch_size: Input should be a valid integer"),
-    ("sft", {"max_grad_norm": math.nan}, "params.yaml: sft.max_grad_norm"),
-    ("sft", {"lora": {"r": 0}}, "params.yaml: sft.lora.r: Input should be greater than or equal to 1"),
-    ("prepare", {"splits": {"sft": 0.9, "eval": 0.5}}, "split shares sum to"),
-    ("prepare", {"min_prompt_words": 5, "max_prompt_words": 2}, "max_prompt_words must be >="),
-    ("base", {"sha256": None}, "base.sha256 is required"),
-    ("compute", {"device": "tpu"}, "params.yaml: compute.device: Input should be 'auto', 'cpu' or 'cuda'"),
-])
+@pytest.mark.parametrize("section", sorted(config.SECTIONS))
+def test_config_defaults_are_the_values_of_params_yaml(params, section):
+    """One source of truth: a config made in code (tests, benches) is the default run's."""
+    default = config.section_type(section)().model_dump()
+    assert default == config.load(section, params).model_dump(), f"tasks/config.py defaults of '{section}' differ"
+
+
+def fields_missing(raw: dict, model, prefix: str) -> list[str]:
+    missing = []
+    for name, field in model.model_fields.items():
+        if name not in raw:
+            missing.append(f"{prefix}.{name}")
+        elif isinstance(raw[name], dict) and hasattr(field.annotation, "model_fields"):
+            missing += fields_missing(raw[name], field.annotation, f"{prefix}.{name}")
+    return missing
+
+
+@pytest.mark.parametrize("section", sorted(config.SECTIONS))
+def test_params_yaml_holds_every_value_a_run_uses(params, section):
+    """DVC tracks only what params.yaml says: no field may fall back to a code default (rto: with ppo's values)."""
+    assert fields_missing(config.resolved(section, params), config.section_type(section), section) == []
+
+
+def test_rto_inherits_what_it_does_not_set(params):
+    ppo, rto = config.load("ppo", params), config.load("rto", params)
+    assert rto.iterations == ppo.iterations and rto.generation == ppo.generation and rto.kl.target == ppo.kl.target
+    assert rto.kl.coef == params["rto"]["kl"]["coef"] != ppo.kl.coef   # set in rto: its own value
+    changed = config.deep_merge(params, {"ppo": {"iterations": 7, "kl": {"coef": 0.5}}})
+    assert config.load("rto", changed).iterations == 7 and config.load("rto", changed).kl.coef == rto.kl.coef
+
+
+@pytest.mark.parametrize(
+    "section, patch, expect",
+    [
+        ("sft", {"lr": -1.0}, "params.yaml: sft.lr: Input should be greater than 0"),
+        ("sft", {"lrr": 1e-4}, "params.yaml: sft.lrr: unknown key"),
+        ("sft", {"batch_size": "eight"}, "params.yaml: sft.batch_size: Input should be a valid integer"),
+        ("sft", {"max_grad_norm": math.nan}, "params.yaml: sft.max_grad_norm"),
+        ("sft", {"lora": {"r": 0}}, "params.yaml: sft.lora.r: Input should be greater than or equal to 1"),
+        ("prepare", {"splits": {"sft": 0.9, "eval": 0.5}}, "split shares sum to"),
+        ("prepare", {"min_prompt_words": 5, "max_prompt_words": 2}, "max_prompt_words must be >="),
+        ("base", {"sha256": None}, "base.sha256 is required"),
+        ("compute", {"device": "tpu"}, "params.yaml: compute.device: Input should be 'auto', 'cpu' or 'cuda'"),
+    ],
+)
 def test_bad_values_name_the_field(params, section, patch, expect):
     bad = dict(params)
     bad[section] = {**params[section], **patch}
@@ -43,5 +78,7 @@ def test_stage_exits_with_one_line_and_no_traceback(tmp_path):
     (root / "params.yaml").write_text(text)
     proc = run_cmd(root, "python", "-m", "flows.sft", check=False, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: params.yaml: sft.lr: Input should be greater than 0 (got -0.001)"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: params.yaml: sft.lr: Input should be greater than 0 (got -0.001)"
+    ]
     assert not (root / "models").exists()  # nothing was started

@@ -1,4 +1,5 @@
 """DPO and RTO on the tiny profile: parameters move, objectives improve, reference log-probs once."""
+
 import json
 
 import pytest
@@ -15,7 +16,7 @@ def changed_tensors(a, b):
 
 
 @pytest.mark.parametrize("run", [{"max_steps": None, "epochs": 2.0}, {"max_steps": 2}], ids=["2 epochs", "2 steps"])
-def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch, tmp_path, run):
+def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch, run):
     """Count the no-grad forward rows through the SFT model during a DPO run: the reference pass covers
     exactly the completions training reaches (all of them in 2 epochs, a few in 2 steps), once each."""
     from tasks import config, dpo
@@ -24,13 +25,12 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
-    monkeypatch.setattr("tasks.data.OUT", root / "data/prepared")
-    monkeypatch.setattr("tasks.checkpoint.CKPT_ROOT", tmp_path)  # in-process: never resume another run's state
     cfg = config.load("dpo", config.read_params(root / "params.yaml")).model_copy(update=run)
     pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
     rows, trained = {"no_grad": 0, "grad": 0}, {}
 
     from transformers import LlamaForCausalLM
+
     orig, orig_collate = LlamaForCausalLM.forward, dpo.collate_dpo
 
     def counting(self, *a, **kw):
@@ -43,8 +43,8 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", counting)
     monkeypatch.setattr(dpo, "collate_dpo", recording)
-    out = train_dpo(cfg, root / "models/sft", root / "data/comparisons/pairs.jsonl", root / "dpo-count", "cpu",
-                    torch.float32)
+    # in-process, no checkpoint_dir: it never resumes another run's state
+    out = train_dpo(cfg, root / "models/sft", pairs, root / "dpo-count", "cpu", torch.float32)
     m = out["metrics"]
     assert m["n_train_pairs"] + m["heldout_n_pairs"] == len(pairs)
     n_completions = len({(p["prompt_id"], p[side]) for p in pairs for side in ("chosen", "rejected")})
@@ -71,8 +71,8 @@ def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pi
     steps = (root / "metrics/dpo_steps.csv").read_text().splitlines()
     header = steps[0].split(",")
     rows = [dict(zip(header, map(float, s.split(",")))) for s in steps[1:]]
-    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)   # policy == reference at step 1: log 2
-    head, tail = rows[:5], rows[-5:]                             # first steps vs the last epoch's
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1: log 2
+    head, tail = rows[:5], rows[-5:]  # first steps vs the last epoch's
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     print(f"dpo loss first 5 steps {mean(head, 'loss'):.4f}, last 5 {mean(tail, 'loss'):.4f}")
     assert mean(tail, "loss") < mean(head, "loss") - 0.02
@@ -97,4 +97,4 @@ def test_skipped_algorithms_do_no_work(tiny_pipeline):
     assert "ppo: skipped" in proc.stdout + proc.stderr
     assert json.loads((root / "metrics/ppo.json").read_text()) == {"skipped": 1}
     assert (root / "models/ppo/SKIPPED").exists()
-    assert (root / "metrics/ppo_steps.csv").read_text().strip() == "step"   # every DVC output exists
+    assert (root / "metrics/ppo_steps.csv").read_text().strip() == "step"  # every DVC output exists

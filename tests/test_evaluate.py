@@ -1,4 +1,5 @@
 """Win rate and KL against hand-computed examples."""
+
 import pytest
 import torch
 
@@ -28,10 +29,10 @@ def _m(win, kl):
 def test_champion_gate_promotes_the_best_policy_under_the_kl_cap():
     res = {"sft": _m(0.5, 0.0), "ppo": _m(0.80, 7.0), "dpo": _m(0.62, 1.0), "rto": _m(0.70, 4.0)}
     best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.55)
-    assert best == "rto" and "70.0%" in why            # ppo wins more but its KL is over the cap
+    assert best == "rto" and "70.0%" in why  # ppo wins more but its KL is over the cap
     assert choose_champion(res, max_kl=10.0, min_win_rate=0.55)[0] == "ppo"
     tie = {"a": _m(0.7, 3.0), "b": _m(0.7, 2.0)}
-    assert choose_champion(tie, 5.0, 0.5)[0] == "b"     # equal win rate: the closer policy
+    assert choose_champion(tie, 5.0, 0.5)[0] == "b"  # equal win rate: the closer policy
 
 
 def test_champion_gate_refuses_below_the_threshold_or_over_the_kl_cap():
@@ -40,24 +41,39 @@ def test_champion_gate_refuses_below_the_threshold_or_over_the_kl_cap():
     assert best is None and "dpo" in why and "below" in why
     best, why = choose_champion(res, max_kl=0.5, min_win_rate=0.0)
     assert best is None and "no policy has KL <= 0.5" in why
-    assert choose_champion({"sft": _m(0.5, 0.0)}, 5.0, 0.0)[0] is None   # SFT itself is never a candidate
+    assert choose_champion({"sft": _m(0.5, 0.0)}, 5.0, 0.0)[0] is None  # SFT itself is never a candidate
 
 
 def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
     from tasks.frontier import points
 
     def node(name, coef, metrics):
-        return {"rev": name, "name": name, "data": {
-            "params": {"params.yaml": {"data": {"ppo": {"kl": {"coef": coef}}, "dpo": {"beta": 0.1},
-                                                "rto": {"kl": {"coef": 0.01}}}}},
-            "metrics": {f"metrics/eval/{a}.json": {"data": m} for a, m in metrics.items()}}}
+        return {
+            "rev": name,
+            "name": name,
+            "data": {
+                "params": {
+                    "params.yaml": {
+                        "data": {"ppo": {"kl": {"coef": coef}}, "dpo": {"beta": 0.1}, "rto": {"kl": {"coef": 0.01}}}
+                    }
+                },
+                "metrics": {f"metrics/eval/{a}.json": {"data": m} for a, m in metrics.items()},
+            },
+        }
 
     ppo = lambda kl: {"kl": kl, "gold_reward": 0.1 * kl, "win_rate_gold": 0.5 + kl / 100}  # noqa: E731
-    show = [node("workspace", 0.02, {"ppo": ppo(1.0), "dpo": {"skipped": 1}}),
-            {"rev": "abc", "data": {"params": {}, "metrics": {}}, "experiments": [
-                {"revs": [node("frontier-a", 0.05, {"ppo": ppo(0.5)}), node("frontier-b", 0.01, {"ppo": ppo(2.0)})]}]},
-            node("ablation", 0.02, {"ppo": ppo(3.0)}),     # not a frontier-* experiment: not a point
-            {**node("frontier-failed", 0.5, {"ppo": ppo(1.0)}), "error": {"msg": "Experiment run failed"}}]
+    show = [
+        node("workspace", 0.02, {"ppo": ppo(1.0), "dpo": {"skipped": 1}}),
+        {
+            "rev": "abc",
+            "data": {"params": {}, "metrics": {}},
+            "experiments": [
+                {"revs": [node("frontier-a", 0.05, {"ppo": ppo(0.5)}), node("frontier-b", 0.01, {"ppo": ppo(2.0)})]}
+            ],
+        },
+        node("ablation", 0.02, {"ppo": ppo(3.0)}),  # not a frontier-* experiment: not a point
+        {**node("frontier-failed", 0.5, {"ppo": ppo(1.0)}), "error": {"msg": "Experiment run failed"}},
+    ]
     pts = points(show)
     assert sorted((p["coef"], p["kl"]) for p in pts["ppo"]) == [(0.01, 2.0), (0.02, 1.0), (0.05, 0.5)]
     assert pts["dpo"] == [] and pts["rto"] == []

@@ -1,4 +1,5 @@
 """The generation module: its log-probs are the sampled distribution's, whatever the padding."""
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -7,17 +8,29 @@ from tasks.base_model import tiny_tokenizer
 from tasks.config import Generation as SamplingConfig
 from tasks.generation import InverseCDFDraw, batched_logprobs, inverse_cdf_sampler, sample
 
-TEXTS = ["the movie was great and the acting was superb", "a dull plot, a boring ending and bad jokes",
-         "I loved the music but the story was thin"] * 20
+TEXTS = [
+    "the movie was great and the acting was superb",
+    "a dull plot, a boring ending and bad jokes",
+    "I loved the music but the story was thin",
+] * 20
 
 
 @pytest.fixture(scope="module")
 def lm():
     tok = tiny_tokenizer(TEXTS, vocab_size=300)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     return LlamaForCausalLM(cfg).eval(), tok
 
 
@@ -27,7 +40,7 @@ PROMPTS = ["the movie", "a dull plot, a boring", "I loved"]  # different lengths
 def plain_logprobs(model, query, response, temperature):
     ids = torch.tensor([query + response])
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(query) - 1: -1] / temperature
+        logits = model(input_ids=ids).logits[0, len(query) - 1 : -1] / temperature
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
 
 
@@ -37,8 +50,14 @@ def test_logprobs_equal_a_plain_forward_pass(lm, temperature):
     cfg = SamplingConfig(max_new_tokens=12, temperature=temperature, batch_size=4)
     samples = sample(model, tok, PROMPTS, 3, cfg, seed=1)
     assert len(samples) == 9 and len({len(s["response"]) for s in samples}) >= 1
-    got = batched_logprobs(model, [s["query"] for s in samples], [s["response"] for s in samples],
-                           tok.pad_token_id, temperature=temperature, batch_size=5)
+    got = batched_logprobs(
+        model,
+        [s["query"] for s in samples],
+        [s["response"] for s in samples],
+        tok.pad_token_id,
+        temperature=temperature,
+        batch_size=5,
+    )
     for s, lp in zip(samples, got):
         assert torch.allclose(lp, plain_logprobs(model, s["query"], s["response"], temperature), atol=1e-5)
 
@@ -87,10 +106,20 @@ def test_logprobs_match_the_scores_generate_sampled_from(lm):
     model, tok = lm
     q = tok("the movie")["input_ids"]
     torch.manual_seed(3)
-    out = model.generate(input_ids=torch.tensor([q]), do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
-                         max_new_tokens=6, min_new_tokens=6, output_scores=True, return_dict_in_generate=True,
-                         pad_token_id=tok.pad_token_id, eos_token_id=None)
-    resp = out.sequences[0, len(q):].tolist()
+    out = model.generate(
+        input_ids=torch.tensor([q]),
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=6,
+        min_new_tokens=6,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=None,
+    )
+    resp = out.sequences[0, len(q) :].tolist()
     ref = torch.stack([torch.log_softmax(s[0], -1)[t] for s, t in zip(out.scores, resp)])
     got = batched_logprobs(model, [q], [resp], tok.pad_token_id, temperature=0.7)[0]
     assert torch.allclose(got, ref, atol=1e-5)
@@ -142,8 +171,16 @@ def test_sequence_rewards_last_token_and_mean_pooling_ignore_padding():
     from tasks.reward import sequence_rewards, token_scalars
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
     rm = LlamaForSequenceClassification(cfg).eval()
     queries, responses = [[5, 6], [7, 8, 9, 10]], [[11, 12, 13], [14]]
     with torch.no_grad():
@@ -151,7 +188,7 @@ def test_sequence_rewards_last_token_and_mean_pooling_ignore_padding():
         last, mean = sequence_rewards(rm, packed, "last"), sequence_rewards(rm, packed, "mean")
         for i, (q, r) in enumerate(zip(queries, responses)):
             alone = pack([q], [r], pad_id=0)
-            s = token_scalars(rm, alone)[0, len(q): len(q) + len(r)]   # head at each response token
+            s = token_scalars(rm, alone)[0, len(q) : len(q) + len(r)]  # head at each response token
             assert last[i].item() == pytest.approx(s[-1].item(), abs=1e-5)
             assert mean[i].item() == pytest.approx(s.mean().item(), abs=1e-5)
 
@@ -172,9 +209,12 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     groups = []
     for i in range(len(PROMPTS)):
         resp = [s["response"] for s in samples if s["prompt_index"] == i]
-        pairs = [(a, b, 0.0, None) if (a + b + i) % 2 else (b, a, 0.0, None) for a, b in itertools.combinations(range(4), 2)]
-        groups.append({"query": samples[4 * i]["query"], "responses": resp, "pairs": pairs,
-                       "ref": [-1.5 * len(r) for r in resp]})
+        pairs = [
+            (a, b, 0.0, None) if (a + b + i) % 2 else (b, a, 0.0, None) for a, b in itertools.combinations(range(4), 2)
+        ]
+        groups.append(
+            {"query": samples[4 * i]["query"], "responses": resp, "pairs": pairs, "ref": [-1.5 * len(r) for r in resp]}
+        )
     cfg = DPOConfig()
     model.train()
     loss, stats = dpo_step(model, collate_dpo(groups, tok.pad_token_id), cfg)
@@ -185,7 +225,7 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
         for c, r, _, _ in g["pairs"]:
             q.append(g["query"]), ch.append(g["responses"][c]), rj.append(g["responses"][r])
             ref_c.append(g["ref"][c]), ref_r.append(g["ref"][r])
-    seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)   # 36 rows
+    seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)  # 36 rows
     want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.beta)
     want_grads = torch.autograd.grad(want, list(model.parameters()))
     model.eval()

@@ -1,4 +1,5 @@
 """Losses against hand-computed values."""
+
 import math
 
 import pytest
@@ -11,7 +12,7 @@ def test_completion_only_loss_matches_hand_computation():
     # One sequence of 4 tokens; the first two are prompt (masked), the last two completion.
     # Position t predicts token t+1, so only logits[1] (-> token 2) and logits[2] (-> token 1) count.
     logits = torch.zeros(1, 4, 3)
-    logits[0, 2] = torch.tensor([0.0, math.log(3.0), 0.0])   # softmax = [1/5, 3/5, 1/5]
+    logits[0, 2] = torch.tensor([0.0, math.log(3.0), 0.0])  # softmax = [1/5, 3/5, 1/5]
     labels = torch.tensor([[IGNORE, IGNORE, 2, 1]])
     # -(log 1/3 + log 3/5) / 2 = (ln 3 + ln 5/3) / 2 = ln(5) / 2
     assert sft_loss(logits, labels).item() == pytest.approx(math.log(5) / 2, abs=1e-6)
@@ -25,9 +26,9 @@ def test_prompt_and_padding_logits_do_not_matter():
     labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 1, IGNORE], [IGNORE, 2, 2, IGNORE, IGNORE, IGNORE]])
     before = sft_loss(logits, labels)
     changed = logits.clone()
-    changed[0, 0] += 100.0       # predicts a prompt token
-    changed[0, 5] -= 50.0        # last position predicts nothing
-    changed[1, 3:] += 7.0        # predicts padding
+    changed[0, 0] += 100.0  # predicts a prompt token
+    changed[0, 5] -= 50.0  # last position predicts nothing
+    changed[1, 3:] += 7.0  # predicts padding
     assert torch.allclose(sft_loss(changed, labels), before)
 
 
@@ -73,7 +74,7 @@ def test_simulated_annotator_probabilities():
     ga, gb = torch.tensor([0.5, 0.2, 0.3]), torch.tensor([0.5, 0.4, 0.3 - 0.1 * math.log(3)])
     p = preference_probability(ga, gb, tau=0.1)
     # σ(0) = 1/2; σ(-2) = 1/(1+e²); σ(ln 3) = 3/4
-    assert p.tolist() == pytest.approx([0.5, 1 / (1 + math.e ** 2), 0.75], abs=1e-6)
+    assert p.tolist() == pytest.approx([0.5, 1 / (1 + math.e**2), 0.75], abs=1e-6)
     assert preference_probability(ga, gb, tau=0).tolist() == [0.5, 0.0, 1.0]  # noiseless, ties 1/2
 
 
@@ -88,4 +89,4 @@ def test_simulated_labeler_follows_the_probabilities():
     assert len(pairs) == 500 * 6  # all K-choose-2 pairs
     ab = [p for p in pairs if {p["chosen"], p["rejected"]} == {"a", "b"}]
     share = sum(p["chosen"] == "a" for p in ab) / len(ab)
-    assert share == pytest.approx(1 / (1 + math.exp(-2)), abs=0.05)   # σ((1 - 0) / 0.5)
+    assert share == pytest.approx(1 / (1 + math.exp(-2)), abs=0.05)  # σ((1 - 0) / 0.5)

@@ -4,6 +4,7 @@ orchestration for real: the pipeline deployed to a Prefect process work pool, a 
 with a parameter override, recorded as a DVC experiment, one MLflow story per pipeline run on a real
 MLflow server; outputs pushed to a DVC remote and pulled into a fresh clone. (One module: the tests run
 in this order on one project.)"""
+
 import json
 import os
 import subprocess
@@ -34,8 +35,11 @@ def full(tmp_path_factory, prefect_server):
 def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):
     # The 3-minute goal is a speed goal: measured and printed in the summary at the end of the run, not
     # asserted, so a loaded CI machine cannot fail the suite on it; the bound only catches a hang.
-    record_property("timing", f"tiny dvc repro (every stage, from a fresh project): {full['seconds']:.0f} s "
-                              f"(goal: 180 s; the other xdist worker runs tests meanwhile)")
+    record_property(
+        "timing",
+        f"tiny dvc repro (every stage, from a fresh project): {full['seconds']:.0f} s "
+        f"(goal: 180 s; the other xdist worker runs tests meanwhile)",
+    )
     assert full["seconds"] <= 900
     table = run_cmd(full["root"], "dvc", "metrics", "show").stdout
     for row in ("metrics/eval/sft.json", "metrics/eval/ppo.json", "metrics/eval/dpo.json", "metrics/eval/rto.json"):
@@ -43,7 +47,7 @@ def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):
     for col in ("win_rate_gold", "win_rate_rm", "gold_reward", "kl", "perplexity", "no_eos_rate"):
         assert col in table
     sft = json.loads((full["root"] / "metrics/eval/sft.json").read_text())
-    assert sft["kl"] == 0 and sft["win_rate_gold"] == 0.5      # SFT against itself
+    assert sft["kl"] == 0 and sft["win_rate_gold"] == 0.5  # SFT against itself
 
 
 def test_gate_promotes_and_the_champion_loads_and_generates(full):
@@ -51,7 +55,10 @@ def test_gate_promotes_and_the_champion_loads_and_generates(full):
     assert decision["promoted"] == 1 and decision["policy"] in ("ppo", "dpo", "rto")
     best = json.loads((full["root"] / f"metrics/eval/{decision['policy']}.json").read_text())
     for algo in ("ppo", "dpo", "rto"):
-        assert json.loads((full["root"] / f"metrics/eval/{algo}.json").read_text())["win_rate_gold"] <= best["win_rate_gold"]
+        assert (
+            json.loads((full["root"] / f"metrics/eval/{algo}.json").read_text())["win_rate_gold"]
+            <= best["win_rate_gold"]
+        )
     client = mlflow.MlflowClient()
     v = client.get_model_version_by_alias("rlhf-policy", "champion")
     assert int(v.version) == decision["version"] and v.tags["stage"] == decision["policy"]
@@ -83,11 +90,18 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_
     with its own results."""
     root = full["root"]
     # none of them the workspace's own values (an experiment that repeats it is the same point)
-    set_params(root, frontier={"ppo_kl_coef": [0.001, 0.1, 1.0], "dpo_beta": [0.02, 0.5, 5.0],
-                               "rto_kl_coef": [0.001, 0.05, 0.5], "jobs": 2})
+    set_params(
+        root,
+        frontier={
+            "ppo_kl_coef": [0.001, 0.1, 1.0],
+            "dpo_beta": [0.02, 0.5, 5.0],
+            "rto_kl_coef": [0.001, 0.05, 0.5],
+            "jobs": 2,
+        },
+    )
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
     t0 = time.time()
-    proc = run_cmd(root, "python", "-m", "tasks.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
+    proc = run_cmd(root, "python", "-m", "flows.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
     record_property("timing", f"frontier sweep (3 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
     assert "ppo 4 points" in proc.stdout and "dpo 4 points" in proc.stdout and "rto 4 points" in proc.stdout
     for algo in ("ppo", "dpo", "rto"):
@@ -96,7 +110,7 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_
     assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
     exps = run_cmd(root, "dvc", "exp", "ls").stdout
     assert exps.count("frontier-") == 3
-    for algo in ("ppo", "dpo", "rto"):   # distinct results: each experiment trained with its own coefficient
+    for algo in ("ppo", "dpo", "rto"):  # distinct results: each experiment trained with its own coefficient
         rows = [r.split(",") for r in (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()[1:]]
         assert len({r[1] for r in rows}) == 4 and len({r[2] for r in rows}) == 4
     evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
@@ -126,30 +140,63 @@ def mlflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
-    proc = start_server([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                         "--default-artifact-root", (home / "artifacts").as_uri(), "--workers", "1"],
-                        f"http://127.0.0.1:{port}/health", home, env)
+    proc = start_server(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--default-artifact-root",
+            (home / "artifacts").as_uri(),
+            "--workers",
+            "1",
+        ],
+        f"http://127.0.0.1:{port}/health",
+        home,
+        env,
+    )
     yield f"http://127.0.0.1:{port}"
     stop_server(proc)
 
 
 def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_story(full, mlflow_server):
     root, api = full["root"], full["api"]
-    env = dict(PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_server, RLHF_PROJECT_DIR=str(root))
+    env = {"PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_server, "RLHF_PROJECT_DIR": str(root)}
     run_cmd(root, "prefect", "work-pool", "create", "test-cpu", "--type", "process", **env)
     run_cmd(root, "prefect", "--no-prompt", "deploy", "-n", "pipeline-cpu", "--pool", "test-cpu", **env)
-    run = run_cmd(root, "prefect", "deployment", "run", "rlhf-pipeline/pipeline-cpu", "-p", "dpo_beta=0.3",
-                  "-p", "algorithms=[\"dpo\"]", "-p", "name=ui-run", **env).stdout
+    run = run_cmd(
+        root,
+        "prefect",
+        "deployment",
+        "run",
+        "rlhf-pipeline/pipeline-cpu",
+        "-p",
+        "dpo_beta=0.3",
+        "-p",
+        'algorithms=["dpo"]',
+        "-p",
+        "name=ui-run",
+        **env,
+    ).stdout
     flow_run_id = run.split("UUID:")[1].split()[0] if "UUID:" in run else None
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "test-cpu"], cwd=root,
-                              env=project_env(root, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "test-cpu"],
+        cwd=root,
+        env=project_env(root, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         state, deadline = None, time.time() + 600
         while time.time() < deadline:
-            out = run_cmd(root, "prefect", "flow-run", "ls", "--flow-name", "rlhf-pipeline", "--limit", "1",
-                          **env, COLUMNS="250").stdout
+            out = run_cmd(
+                root, "prefect", "flow-run", "ls", "--flow-name", "rlhf-pipeline", "--limit", "1", **env, COLUMNS="250"
+            ).stdout
             state = next((s for s in ("COMPLETED", "FAILED", "CRASHED") if s in out), None)
             if state:
                 break
@@ -171,8 +218,9 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     assert parent["status"] == "FINISHED" and parent["tags.dvc_experiment"] == "ui-run"
     assert len(parent["tags.git_commit"]) == 40 and parent["tags.prefect_flow_run_id"]
     assert float(parent["params.dpo_beta"]) == 0.3 and "metrics.dpo/win_rate" in parent
-    children = mlflow.search_runs(experiment_names=["rlhf-pipeline"],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'")
+    children = mlflow.search_runs(
+        experiment_names=["rlhf-pipeline"], filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'"
+    )
     assert {"dpo", "eval"} <= set(children["tags.dvc_stage"])
     assert (children["tags.dvc_experiment"] == "ui-run").all()
     assert children["tags.prefect_flow_run_id"].notna().all()

@@ -1,4 +1,5 @@
 """PPO's pure functions against hand-computed values or a plain reference loop."""
+
 import math
 
 import pytest
@@ -84,18 +85,20 @@ def test_whiten_over_processes_uses_the_global_batch():
         def all_sum(t):
             partials[rank].append(t)
             return t
+
         return all_sum
+
     for r in (0, 1):  # pass 1: each side's local sums, in call order
-        L.whiten(x[r:r + 1], mask[r:r + 1], all_sum=record(r))
+        L.whiten(x[r : r + 1], mask[r : r + 1], all_sum=record(r))
     # pass 2 needs the global mean first, so replay with the other side's values added (3 calls per side:
     # count, sum, squared deviations -- the last depends on the mean, recomputed from the other side's x)
     n = partials[0][0] + partials[1][0]
     mean = (partials[0][1] + partials[1][1]) / n
     for r in (0, 1):
         o = 1 - r
-        other = iter([partials[o][0], partials[o][1], ((x[o:o + 1] - mean) ** 2 * mask[o:o + 1]).sum()])
-        w = L.whiten(x[r:r + 1], mask[r:r + 1], all_sum=lambda t: t + next(other))
-        assert torch.allclose(w, global_w[r:r + 1], atol=1e-6)
+        other = iter([partials[o][0], partials[o][1], ((x[o : o + 1] - mean) ** 2 * mask[o : o + 1]).sum()])
+        w = L.whiten(x[r : r + 1], mask[r : r + 1], all_sum=lambda t: t + next(other))
+        assert torch.allclose(w, global_w[r : r + 1], atol=1e-6)
     assert mean.item() == pytest.approx(5.0)  # (1 + 3 + 5 + 7 + 9) / 5: the padded 100 never counts
 
 
@@ -122,8 +125,8 @@ def test_clipped_value_loss_hand_computed():
 def test_adaptive_kl_controller_moves_beta_toward_the_target():
     up = L.adaptive_kl_update(0.1, kl=12.0, target=6.0, horizon=100, n_steps=10)
     down = L.adaptive_kl_update(0.1, kl=3.0, target=6.0, horizon=100, n_steps=10)
-    assert up == pytest.approx(0.1 * (1 + 0.2 * 0.1))        # error clipped to +0.2
-    assert down == pytest.approx(0.1 * (1 - 0.2 * 0.1))      # error -0.5 clipped to -0.2
+    assert up == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped to +0.2
+    assert down == pytest.approx(0.1 * (1 - 0.2 * 0.1))  # error -0.5 clipped to -0.2
     assert L.adaptive_kl_update(0.1, 6.6, 6.0, 100, 10) == pytest.approx(0.1 * (1 + 0.1 * 0.1))
     assert L.adaptive_kl_update(0.1, 6.0, 6.0, 100, 10) == pytest.approx(0.1)
 
@@ -142,7 +145,7 @@ def test_ptx_loss_is_the_lm_loss_on_every_text_token():
 def test_extreme_rewards_stay_finite():
     from types import SimpleNamespace
 
-    from tasks.ppo import RunningMoments, process_scores
+    from tasks.policy import RunningMoments, process_scores
 
     cfg = SimpleNamespace(missing_eos_penalty=-1.0, running_reward_norm=True, reward_clip=5.0)
     raw = torch.tensor([1e30, -1e30, 3.0, float("1e38")])
@@ -176,8 +179,9 @@ def test_dpo_sigmoid_cdpo_and_ipo_hand_computed():
     loss, _, _ = L.dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1)
     assert loss.item() == pytest.approx(0.9 * math.log(1 + math.exp(-1)) + 0.1 * math.log(1 + math.e), abs=1e-6)
     # IPO: lengths 2 and 4 -> h̄ = 1/2 − (−1/4) = 3/4 ; target 1/(2β) = 1 -> (3/4 − 1)² = 1/16
-    loss, _, _ = L.dpo_loss(pc, pr, rc, rr, beta=0.5, loss_type="ipo", len_chosen=torch.tensor([2.0]),
-                            len_rejected=torch.tensor([4.0]))
+    loss, _, _ = L.dpo_loss(
+        pc, pr, rc, rr, beta=0.5, loss_type="ipo", len_chosen=torch.tensor([2.0]), len_rejected=torch.tensor([4.0])
+    )
     assert loss.item() == pytest.approx(1 / 16, abs=1e-6)
 
 

@@ -1,5 +1,6 @@
 """A training stage killed mid-way (SIGKILL) resumes from its last checkpoint on rerun and ends where an
 uninterrupted run ends; a failed stage's MLflow run ends FAILED."""
+
 import json
 import os
 import signal
@@ -27,14 +28,19 @@ def test_killed_sft_resumes_and_matches_the_uninterrupted_run(tiny_pipeline):
     ckpt = root / ".checkpoints/sft/state.pt"
     try:
         set_params(root, sft={"max_steps": 400, "checkpoint_every": 20})
-        run_cmd(root, "python", "-m", "flows.sft", PREFECT_API_URL=api)          # uninterrupted
+        run_cmd(root, "python", "-m", "flows.sft", PREFECT_API_URL=api)  # uninterrupted
         ref, ref_steps = json.loads((root / "metrics/sft.json").read_text()), steps_csv(root)
-        assert not ckpt.parent.exists()                                           # deleted on success
+        assert not ckpt.parent.exists()  # deleted on success
         model_before = (root / "models/sft/model.safetensors").read_bytes()
 
-        proc = subprocess.Popen(["python", "-m", "flows.sft"], cwd=root, start_new_session=True,
-                                env=project_env(root, PREFECT_API_URL=api), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["python", "-m", "flows.sft"],
+            cwd=root,
+            start_new_session=True,
+            env=project_env(root, PREFECT_API_URL=api),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         killed_at, deadline = None, time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             try:
@@ -48,16 +54,18 @@ def test_killed_sft_resumes_and_matches_the_uninterrupted_run(tiny_pipeline):
             time.sleep(0.05)
         proc.wait(timeout=30)
         assert killed_at is not None, "the run ended before it could be killed mid-way"
-        assert (root / "models/sft/model.safetensors").read_bytes() == model_before   # outputs untouched
+        assert (root / "models/sft/model.safetensors").read_bytes() == model_before  # outputs untouched
 
         out = run_cmd(root, "python", "-m", "flows.sft", PREFECT_API_URL=api)
         log = out.stdout + out.stderr
         resumed = int(log.split("resuming from the checkpoint at step ")[1].split()[0])
-        assert killed_at <= resumed < 400                     # did not redo the finished steps
+        assert killed_at <= resumed < 400  # did not redo the finished steps
         assert f"{resumed}/400" in log and " 0/400" not in log
         got = json.loads((root / "metrics/sft.json").read_text())
-        print(f"killed at step >= {killed_at}, resumed at {resumed}; heldout loss {got['heldout_loss']:.8f} "
-              f"vs uninterrupted {ref['heldout_loss']:.8f}")
+        print(
+            f"killed at step >= {killed_at}, resumed at {resumed}; heldout loss {got['heldout_loss']:.8f} "
+            f"vs uninterrupted {ref['heldout_loss']:.8f}"
+        )
         assert got["steps"] == ref["steps"] == 400
         assert abs(got["heldout_loss"] - ref["heldout_loss"]) <= TOL
         assert abs(got["train_loss_last"] - ref["train_loss_last"]) <= TOL
@@ -80,8 +88,9 @@ def test_a_failed_stage_run_ends_failed_in_mlflow(tiny_pipeline):
         (root / "params.yaml").write_text(text)
     assert proc.returncode != 0
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'sft'",
-                             order_by=["start_time DESC"]).iloc[0]
+    run = mlflow.search_runs(
+        experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'sft'", order_by=["start_time DESC"]
+    ).iloc[0]
     assert run["status"] == "FAILED" and "sft.jsonl" in run["tags.error"]
 
 
@@ -94,10 +103,16 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_loaded(tmp_path
     from tasks import checkpoint
     from tasks.reward import TokenScorer
 
-    monkeypatch.setattr(checkpoint, "CKPT_ROOT", tmp_path)
-    cfg = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
-    ckpt = checkpoint.Checkpoint("rm", 1, {"cfg": 1})
+    cfg = LlamaConfig(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    ckpt = checkpoint.Checkpoint(tmp_path / "rm", "rm", 1, {"cfg": 1})
     ckpt.save(3, {"model": LlamaForCausalLM(cfg)}, {"history": []})
     assert ckpt.load({"model": LlamaForCausalLM(cfg)})["step"] == 3
     scorer = TokenScorer(LlamaForSequenceClassification(LlamaConfig(**{**cfg.to_dict(), "num_labels": 1})))

@@ -1,4 +1,5 @@
 """The sample and rm stages on the tiny profile: simulated labels, dataset labels, bad files, other scorers."""
+
 import hashlib
 import json
 import statistics
@@ -37,13 +38,18 @@ def test_tiny_repro_through_rm(tiny_pipeline):
     assert {"prompt", "chosen", "rejected", "prompt_id"} <= pairs[0].keys()
     # the saved RM + its gain/bias give the held-out prompts' SFT completions mean 0 and std 1
     from types import SimpleNamespace
-    from tasks.reward import build_groups, load_scalar_model, score_groups
+
+    from tasks.models import load_scalar_model
+    from tasks.reward import build_groups, score_groups
 
     rm_cfg = SimpleNamespace(**yaml.safe_load((root / "params.yaml").read_text())["rm"])
     model, tok = load_scalar_model(root / "models/rm")
     _, held = build_groups(pairs, tok, rm_cfg)
-    r = [x * norm["gain"] + norm["bias"] for g in score_groups(model, held, tok.pad_token_id, 16, "cpu",
-                                                               torch.float32, norm["pooling"]) for x in g]
+    r = [
+        x * norm["gain"] + norm["bias"]
+        for g in score_groups(model, held, tok.pad_token_id, 16, "cpu", torch.float32, norm["pooling"])
+        for x in g
+    ]
     assert len(r) > 10 and abs(statistics.fmean(r)) < 1e-4 and abs(statistics.pstdev(r) - 1) < 1e-4
 
 
@@ -54,8 +60,14 @@ def write_prefs(path, n=60, fmt="trl"):
         for i in range(n):
             prompt = f"Review {i}: the film"
             c, r = " " + good[i % 2], " " + bad[i % 2]
-            rec = ({"prompt": prompt, "chosen": c, "rejected": r} if fmt == "trl" else
-                   {"chosen": f"\n\nHuman: {prompt}\n\nAssistant:{c}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant:{r}"})
+            rec = (
+                {"prompt": prompt, "chosen": c, "rejected": r}
+                if fmt == "trl"
+                else {
+                    "chosen": f"\n\nHuman: {prompt}\n\nAssistant:{c}",
+                    "rejected": f"\n\nHuman: {prompt}\n\nAssistant:{r}",
+                }
+            )
             f.write(json.dumps(rec) + "\n")
 
 
@@ -77,11 +89,20 @@ def test_dataset_labeler_trains_the_rm_without_sampling(tiny_pipeline, fmt):
     assert m["train_accuracy"] > 0.9  # an easy, consistent preference
 
 
-@pytest.mark.parametrize("content, expect", [
-    ('{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "chosen": " b"\n', "prefs.jsonl:2: not valid JSON"),
-    ('{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "rejected": " c"}\n', "prefs.jsonl:2: missing or empty 'chosen'"),
-    ("", "prefs.jsonl: no records"),
-])
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (
+            '{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "chosen": " b"\n',
+            "prefs.jsonl:2: not valid JSON",
+        ),
+        (
+            '{"prompt": "a", "chosen": " b", "rejected": " c"}\n{"prompt": "a", "rejected": " c"}\n',
+            "prefs.jsonl:2: missing or empty 'chosen'",
+        ),
+        ("", "prefs.jsonl: no records"),
+    ],
+)
 def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, content, expect):
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
@@ -103,7 +124,8 @@ def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_
 def rm_agreement(rm_dir, pairs, scorer):
     """Share of decided pairs (under `scorer`) that the RM in rm_dir orders like the scorer."""
     from tasks.generation import pack
-    from tasks.reward import load_reward_norm, load_scalar_model, response_ids, sequence_rewards
+    from tasks.models import load_scalar_model
+    from tasks.reward import load_reward_norm, response_ids, sequence_rewards
 
     model, tok = load_scalar_model(rm_dir)
     pooling = load_reward_norm(rm_dir)["pooling"]
@@ -113,8 +135,14 @@ def rm_agreement(rm_dir, pairs, scorer):
         if gc == gr:
             continue
         q = tok(p["prompt"])["input_ids"]
-        packed = pack([q, q], [response_ids(tok, p["chosen"], p["chosen_ended"], 64),
-                               response_ids(tok, p["rejected"], p["rejected_ended"], 64)], tok.pad_token_id)
+        packed = pack(
+            [q, q],
+            [
+                response_ids(tok, p["chosen"], p["chosen_ended"], 64),
+                response_ids(tok, p["rejected"], p["rejected_ended"], 64),
+            ],
+            tok.pad_token_id,
+        )
         with torch.no_grad():
             r = sequence_rewards(model.eval(), packed, pooling)
         agree += bool((r[0] > r[1]) == (gc > gr))

@@ -1,4 +1,5 @@
 """Safe by default: no pickle, no unsafe torch.load, no remote code unless asked, loaders use safetensors."""
+
 import re
 
 from tests.conftest import REPO

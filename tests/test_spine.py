@@ -1,4 +1,5 @@
 """The tiny-profile pipeline base -> prepare -> sft, run for real by DVC through Prefect, tracked by MLflow."""
+
 import json
 import time
 
@@ -41,9 +42,10 @@ def test_second_repro_does_nothing(tiny_pipeline):
 def test_mlflow_has_the_run_and_a_registered_model_that_generates(tiny_pipeline):
     root = tiny_pipeline["root"]
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'sft'",
-                              order_by=["start_time ASC"])
-    run = runs.iloc[0]   # the fixture's `dvc repro sft` (other tests may rerun sft later)
+    runs = mlflow.search_runs(
+        experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'sft'", order_by=["start_time ASC"]
+    )
+    run = runs.iloc[0]  # the fixture's `dvc repro sft` (other tests may rerun sft later)
     assert run["status"] == "FINISHED" and run["params.sft.lr"] == "0.001"
     assert len(run["tags.git_commit"]) == 40 and run["tags.prefect_flow_run_id"]
     history = mlflow.MlflowClient().get_metric_history(run["run_id"], "train/loss")
@@ -54,9 +56,22 @@ def test_mlflow_has_the_run_and_a_registered_model_that_generates(tiny_pipeline)
 
 
 def test_prefect_recorded_a_flow_run_per_stage(tiny_pipeline):
-    proc = run_cmd(tiny_pipeline["root"], "prefect", "flow-run", "ls", "--limit", "50", "--flow-name", "base",
-                   "--flow-name", "prepare", "--flow-name", "sft",
-                   PREFECT_API_URL=tiny_pipeline["prefect_api"], COLUMNS="250")
+    proc = run_cmd(
+        tiny_pipeline["root"],
+        "prefect",
+        "flow-run",
+        "ls",
+        "--limit",
+        "50",
+        "--flow-name",
+        "base",
+        "--flow-name",
+        "prepare",
+        "--flow-name",
+        "sft",
+        PREFECT_API_URL=tiny_pipeline["prefect_api"],
+        COLUMNS="250",
+    )
     for stage in ("base", "prepare", "sft"):
         assert f" {stage} " in proc.stdout.replace("│", " ")
     assert proc.stdout.count("COMPLETED") >= 3
