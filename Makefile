@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test tiny clean-runs ui worker frontier
+.PHONY: setup repro test test-fast lint tiny clean-runs ui worker frontier
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ repro: setup          ## the whole pipeline on the default params
 test: setup           ## the test suite (tiny model, real DVC/Prefect/MLflow)
 	$(PY) -m pytest
 
+test-fast: setup      ## the unit tests alone (no pipeline runs, no servers): about half a minute
+	$(PY) -m pytest -m "not slow" -p no:xdist -o addopts=""
+
+lint: setup           ## ruff: lint + format check (what CI runs before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 ui: setup             ## Prefect + MLflow servers on 127.0.0.1 (SQLite); the pipeline reports to them; Ctrl-C stops
 	$(PY) -m flows.ui
 
@@ -33,7 +40,7 @@ worker: setup         ## a Prefect process worker for pool $(POOL) in this check
 	RLHF_PROJECT_DIR=$(CURDIR) prefect --no-prompt deploy -n pipeline-$(POOL) && RLHF_PROJECT_DIR=$(CURDIR) prefect worker start --pool $(POOL)
 
 frontier: setup       ## the reward-KL sweep (params.yaml: frontier) and its plot
-	$(PY) -m tasks.frontier all
+	$(PY) -m flows.frontier all
 
 clean-runs:           ## forget local MLflow/Prefect state (not DVC outputs)
 	rm -rf mlflow.db mlartifacts .prefect

@@ -21,9 +21,9 @@ class InverseCDFDraw:
 
     Inverse-transform sampling: u ~ U(0, 1), token = the first index whose cumulative probability exceeds u.
     That is an exact draw from softmax(scores) with one uniform per row. torch.multinomial (what
-    do_sample=True uses) draws one exponential per vocabulary entry on CPU: 48 x 49k per step, 16 % of a
-    SmolLM2 sampling step on this 2-core machine (torch profiler, batch 48). The cumulative sum is float64
-    so that even a 1e-9-probability token keeps its share.
+    do_sample=True uses) draws one exponential per vocabulary entry on CPU, a visible share of a small
+    model's sampling step with a 49k vocabulary (docs/results.md has the profile). The cumulative sum is
+    float64 so that even a 1e-9-probability token keeps its share.
     """
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

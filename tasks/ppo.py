@@ -210,7 +210,8 @@ def train_ppo(
     pol = Policy(cfg, sft_dir, rm_dir, device)
     opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     value_opt = torch.optim.AdamW(pol.value.parameters(), lr=cfg.value_lr, eps=1e-5)
-    prompt_rng, running, beta, history = random.Random(cfg.seed), RunningMoments(), cfg.kl.coef, []
+    prompt_rng, running = random.Random(cfg.seed), RunningMoments()
+    beta, history = cfg.kl.coef, []
     fingerprint = {"cfg": cfg.model_dump(exclude={"checkpoint_every"}), "prompts": prompts, "texts": texts}
     ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint)
     start = 0

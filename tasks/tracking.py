@@ -14,7 +14,7 @@ from pathlib import Path
 from tasks.common import git_commit
 
 # What the logged model needs to be loaded back: pinned like pyproject.toml. Passing it explicitly keeps
-# MLflow from importing torchvision etc. to infer requirements (fails on transformers 5, see NOTES-stack).
+# MLflow from importing torchvision etc. to infer requirements (that inference fails on transformers 5).
 MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0", "tokenizers==0.23.3"]
 
 

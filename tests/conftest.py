@@ -156,10 +156,9 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 
 # The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,
 # --no-loadscope-reorder). Files go out in this order, longest first, so the one long file starts at once
-# and the rest fill the other worker; unlisted files follow in their usual order. Seconds per file on this
-# 2-core machine (2026-12-02, serial run): pipeline 446, distributed 164, bad_inputs 147, reward_stage 120,
-# dpo_rto 103, resume 74. ppo_stage took 17 s there only because earlier files had run sample and rm for
-# it; on a worker of its own it runs them (92-118 s under xdist), so it goes early too.
+# and the rest fill the other worker; unlisted files follow in their usual order (the per-file seconds behind
+# this order: docs/results.md). ppo_stage runs sample and rm itself when no earlier file on its worker did,
+# so it goes early too.
 COST_ORDER = [
     "test_pipeline",
     "test_distributed",

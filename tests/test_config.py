@@ -44,7 +44,7 @@ def test_params_yaml_holds_every_value_a_run_uses(params, section):
 def test_rto_inherits_what_it_does_not_set(params):
     ppo, rto = config.load("ppo", params), config.load("rto", params)
     assert rto.iterations == ppo.iterations and rto.generation == ppo.generation and rto.kl.target == ppo.kl.target
-    assert rto.kl.coef == params["rto"]["kl"]["coef"] != ppo.kl.coef   # set in rto: its own value
+    assert rto.kl.coef == params["rto"]["kl"]["coef"] != ppo.kl.coef  # set in rto: its own value
     changed = config.deep_merge(params, {"ppo": {"iterations": 7, "kl": {"coef": 0.5}}})
     assert config.load("rto", changed).iterations == 7 and config.load("rto", changed).kl.coef == rto.kl.coef
 
@@ -72,6 +72,7 @@ def test_bad_values_name_the_field(params, section, patch, expect):
     assert expect in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_stage_exits_with_one_line_and_no_traceback(tmp_path):
     root = make_project(tmp_path / "proj")
     text = (root / "params.yaml").read_text().replace("lr: 0.001", "lr: -0.001")

@@ -223,8 +223,11 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     q, ch, rj, ref_c, ref_r = [], [], [], [], []
     for g in groups:
         for c, r, _, _ in g["pairs"]:
-            q.append(g["query"]), ch.append(g["responses"][c]), rj.append(g["responses"][r])
-            ref_c.append(g["ref"][c]), ref_r.append(g["ref"][r])
+            q.append(g["query"])
+            ch.append(g["responses"][c])
+            rj.append(g["responses"][r])
+            ref_c.append(g["ref"][c])
+            ref_r.append(g["ref"][r])
     seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)  # 36 rows
     want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.beta)
     want_grads = torch.autograd.grad(want, list(model.parameters()))

@@ -15,7 +15,9 @@ def test_layers_import_one_way():
     """tasks/ never imports flows/; the launcher (tasks/launch.py) is imported by flows only; the distributed
     context (tasks/context.py) imports nothing of the project."""
     edges = graph()
-    upward = [(m, t) for m, targets in edges.items() if m.startswith("tasks/") for t in targets if t.startswith("flows/")]
+    upward = [
+        (m, t) for m, targets in edges.items() if m.startswith("tasks/") for t in targets if t.startswith("flows/")
+    ]
     assert not upward, f"tasks importing flows: {upward}"
     launchers = [m for m, targets in edges.items() if "tasks/launch.py" in targets and not m.startswith("flows/")]
     assert not launchers, f"only flows may import tasks/launch.py: {launchers}"
@@ -26,7 +28,9 @@ def test_layers_import_one_way():
 def test_dvc_deps_cover_every_module_the_stage_imports(stage):
     listed, needed = stage_modules()[stage]
     missing, extra = sorted(needed - listed), sorted(listed - needed)
-    assert not missing, f"dvc.yaml: stage {stage} runs {missing} but does not list them as deps (python -m tests.import_graph)"
+    assert not missing, (
+        f"dvc.yaml: stage {stage} runs {missing} but does not list them as deps (python -m tests.import_graph)"
+    )
     assert not extra, f"dvc.yaml: stage {stage} lists {extra}, which it never imports"
 
 
