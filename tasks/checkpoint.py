@@ -93,7 +93,7 @@ def _same_layout(model: torch.nn.Module, path: Path) -> bool:
     if not path.exists():
         return False
     with safe_open(str(path), "pt") as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f}
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     groups: dict[tuple, list[str]] = {}
     for k, v in model.state_dict().items():
         if saved.get(k, tuple(v.shape)) != tuple(v.shape):
