@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from pathlib import Path
 
 import torch
@@ -44,7 +43,9 @@ class Checkpoint:
     """The resume point of one stage: `directory` holds it; `stage` names it in messages."""
 
     def __init__(self, directory: Path | None, stage: str, every: int, fingerprint: dict):
-        self.stage, self.every, self.dir = stage, every if directory else 0, Path(directory or ".")
+        # no directory: checkpointing is off (due() is never true, load() finds nothing)
+        self.stage, self.every = stage, every if directory else 0
+        self.dir = Path(directory) if directory else None
         self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
 
     def due(self, step: int) -> bool:
@@ -64,9 +65,9 @@ class Checkpoint:
         """The saved state (models restored in place), or None when there is none for these params."""
         from safetensors.torch import load_model
 
-        path = self.dir / "state.pt"
-        if not self.every or not path.exists():
+        if not self.every or not (self.dir / "state.pt").exists():
             return None
+        path = self.dir / "state.pt"
         state = torch.load(path, weights_only=True)
         if state.get("key") != self.key:
             print(f"{self.stage}: ignoring a checkpoint written under other params or data")
@@ -80,9 +81,6 @@ class Checkpoint:
         set_rng_state(state["rng"])
         print(f"{self.stage}: resuming from the checkpoint at step {state['step']}")
         return state
-
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _same_layout(model: torch.nn.Module, path: Path) -> bool:
