@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-fast lint tiny clean-runs ui worker frontier
+.PHONY: setup repro test test-fast lint tiny clean-runs ui worker frontier seeds
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ worker: setup         ## a Prefect process worker for pool $(POOL) in this check
 
 frontier: setup       ## the reward-KL sweep (params.yaml: frontier) and its plot
 	$(PY) -m flows.frontier all
+
+N ?= 3
+seeds: setup          ## the policy stages under seeds 0..N-1 as DVC experiments, then their mean and interval
+	$(PY) -m flows.seeds all --n $(N)
 
 clean-runs:           ## forget local MLflow/Prefect state (not DVC outputs)
 	rm -rf mlflow.db mlartifacts .prefect

@@ -1,9 +1,10 @@
 """`eval` stage: every trained policy vs the SFT model on held-out prompts, then the champion gate.
 
-Writes metrics/eval/<policy>.json (one row each in `dvc metrics show`), an MLflow evaluation run with one
-nested run per policy (params algorithm + kl_coef, metrics win_rate, kl, gold_reward, ...: the runs table
-sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run; and
-sets the registry alias (`champion`) on the best policy's model version if it passes the gate
+Writes metrics/eval/<policy>.json (one row each in `dvc metrics show`; every number with its SE and
+interval) and metrics/eval/head_to_head.json; plots/eval.png; an MLflow evaluation run with the picture and
+one nested run per policy (params algorithm + kl_coef, metrics win_rate, win_rate_ci_low, kl, ...: the runs
+table sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run;
+and sets the registry alias (`champion`) on the best policy's model version if it passes the gate
 (tasks/evaluate.py: champion_gate).
 """
 
@@ -12,11 +13,12 @@ import json
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import MODELS
+from flows.paths import MODELS, PLOTS
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config, tracking
 from tasks.common import pick_device
 from tasks.evaluate import champion_gate, evaluate_policies
+from tasks.report import eval_figure, eval_table, head_to_head_table
 
 POLICIES = ("ppo", "dpo", "rto")
 
@@ -35,17 +37,34 @@ def run_info(name: str) -> dict:
 def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
     device, dtype = pick_device(config.load("compute", params))
+    cfg = config.load("eval", params)
     return evaluate_policies(
         policy_dirs,
         MODELS / "sft",
         MODELS / "rm",
-        config.load("eval", params),
+        cfg,
         config.load("sample", params).gold_scorer,
-        prompts("eval"),
+        prompts(cfg.split),
         texts("pretrain"),
         device,
         dtype,
     )
+
+
+@task(name="report")
+def report(results: dict) -> None:
+    """The tables printed, the picture drawn and logged to the eval run, the head-to-head as metrics."""
+    import mlflow
+
+    cfg = config.load("eval", read_params())
+    metrics = {n: r["metrics"] for n, r in results["policies"].items()}
+    print("evaluation:\n" + eval_table(metrics, cfg.ci_level))
+    if results["head_to_head"]:
+        print("head to head:\n" + head_to_head_table(results["head_to_head"], cfg.ci_level))
+    eval_figure(metrics, PLOTS / "eval.png", cfg.champion.min_win_rate, cfg.champion.max_kl, cfg.ci_level)
+    mlflow.log_artifact(str(PLOTS / "eval.png"))
+    for pair, m in results["head_to_head"].items():
+        mlflow.log_metrics({f"{pair}/{k}": float(v) for k, v in m.items()})
 
 
 @task(name="log-evaluations")
@@ -55,7 +74,7 @@ def log_evaluations(results: dict) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()
-    for name, r in results.items():
+    for name, r in results["policies"].items():
         info, m = run_info(name), r["metrics"]
         with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags={"policy": name, "stage": "eval"}):
             mlflow.log_params(
@@ -66,7 +85,8 @@ def log_evaluations(results: dict) -> None:
                     "model_version": info.get("version"),
                 }
             )
-            mlflow.log_metrics({"win_rate": m["win_rate_gold"], **m})
+            short = {k.replace("win_rate_gold", "win_rate"): v for k, v in m.items() if k.startswith("win_rate_gold")}
+            mlflow.log_metrics(short | m)
             columns = r["samples"][0].keys()
             table = {c: [row[c] for row in r["samples"]] for c in columns}
             mlflow.log_table(table, artifact_file=f"samples_{name}.json")
@@ -82,8 +102,8 @@ def gate(results: dict) -> dict:
 
     params = read_params()
     policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
-    metrics = {n: r["metrics"] for n, r in results.items()}
-    infos = {n: run_info(n) for n in results if n != "sft"}
+    metrics = {n: r["metrics"] for n, r in results["policies"].items()}
+    infos = {n: run_info(n) for n in metrics if n != "sft"}
     decision = champion_gate(metrics, infos, config.load("eval", params).champion, policy_model, tracking.Registry())
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
     outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"
@@ -96,12 +116,15 @@ def eval_flow() -> dict:
     policies = trained()
     with stage_run("eval", read_params()):
         results = evaluate(policies)
+        report(results)
         log_evaluations(results)
         decision = gate(results)
+        evaluated = results["policies"]
         for name in ("sft", *POLICIES):
-            write_metrics(f"eval/{name}", results[name]["metrics"] if name in results else {"skipped": 1})
+            write_metrics(f"eval/{name}", evaluated[name]["metrics"] if name in evaluated else {"skipped": 1})
+        write_metrics("eval/head_to_head", results["head_to_head"])
         write_metrics("champion", decision)
-    return {"results": {n: r["metrics"] for n, r in results.items()}, "champion": decision}
+    return {"results": {n: r["metrics"] for n, r in evaluated.items()}, "champion": decision}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def check_prompt_lengths(stage: str):
         from transformers import AutoTokenizer
 
         split, section = PROMPT_SPLITS[stage]
+        if stage == "eval":
+            split = config.load("eval", params).split
         if not (PREPARED / f"{split}.jsonl").exists() or not (MODELS / "sft").is_dir():
             return 0  # nothing to check yet: the stage's own input checks will say what is missing
         limit = config.load(section, params).max_prompt_len

@@ -33,6 +33,13 @@ def _no_nan(v):
     return v
 
 
+def _distinct(v):
+    dup = sorted({x for x in v if v.count(x) > 1})
+    if dup:
+        raise ValueError(f"seeds must be distinct; repeated: {dup}")
+    return v
+
+
 class TinyModel(Section):
     vocab_size: int = Field(512, ge=64, description="BPE vocabulary trained on the corpus for the tiny profile")
     hidden_size: int = Field(64, ge=8, description="hidden width of the random tiny Llama")
@@ -113,6 +120,9 @@ class PrepareConfig(Section):
     max_prompt_words: int = Field(8, ge=1, description="longest prompt: first N words of a review")
     max_reviews: int | None = Field(None, ge=10, description="use only the first N reviews (small runs)")
     splits: Splits = Field(default_factory=Splits, description="share of the corpus per split (disjoint)")
+    tune_prompts: int = Field(
+        64, ge=0, description="the last N policy prompts become the tune split (eval.split: tune), never trained on"
+    )
     sources: Sources = Field(default_factory=Sources, description="replace a split by a dataset of your own")
 
     @model_validator(mode="after")
@@ -295,7 +305,10 @@ class ChampionConfig(Section):
         5.0, gt=0, description="a policy is a candidate only if its mean KL to SFT (nats) is at most this"
     )
     min_win_rate: float = Field(
-        0.55, ge=0, le=1, description="the best candidate gets the alias only if its gold win rate is this high"
+        0.55,
+        ge=0,
+        le=1,
+        description="a candidate needs the lower end of its gold win-rate interval vs SFT at least this high",
     )
     alias: str = Field("champion", min_length=1, description="registry alias set on the winning model version")
 
@@ -303,8 +316,19 @@ class ChampionConfig(Section):
 
 
 class EvalConfig(Section):
-    max_prompts: int = Field(64, ge=2, description="held-out evaluation prompts used")
-    seed: int = Field(1234, description="sampling seed (same for every policy)")
+    split: Literal["eval", "tune"] = Field(
+        "eval",
+        description="prompts to evaluate on: eval (the reported numbers) or tune (carved from the policy "
+        "prompts, for choosing hyperparameters without seeing the eval prompts)",
+    )
+    max_prompts: int | None = Field(None, ge=2, description="use the first N prompts of the split (None: all)")
+    samples_per_prompt: int = Field(
+        2, ge=1, description="samples per prompt and policy, compared pairwise with SFT's and averaged per prompt"
+    )
+    ci_level: float = Field(0.95, gt=0, lt=1, description="level of every reported interval")
+    _c = field_validator("ci_level", mode="before")(_no_nan)
+    bootstrap_resamples: int = Field(2000, ge=100, description="bootstrap resamples of the prompts")
+    seed: int = Field(1234, description="sampling and bootstrap seed (same for every policy)")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
     ppl_texts: int = Field(32, ge=1, description="held-out pretraining texts for the perplexity")
@@ -352,7 +376,13 @@ class FrontierConfig(Section):
     rto_kl_coef: list[float] = Field(
         default_factory=lambda: [0.003, 0.03, 0.1], description="rto.kl.coef of each sweep experiment"
     )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="each value of the sweep runs once per seed (the policy stages' seed); points average them",
+    )
     jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
+
+    _s = field_validator("seeds")(_distinct)
 
     @model_validator(mode="after")
     def _same_length(self):
@@ -364,6 +394,28 @@ class FrontierConfig(Section):
             )
         if min(self.ppo_kl_coef + self.dpo_beta + self.rto_kl_coef) <= 0:
             raise ValueError("every coefficient must be > 0")
+        return self
+
+
+class SeedsConfig(Section):
+    values: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], description="the seeds: one DVC experiment each (make seeds N=3: 0..N-1)"
+    )
+    stages: list[Literal["sft", "sample", "rm", "ppo", "dpo", "rto"]] = Field(
+        default_factory=lambda: ["ppo", "dpo", "rto"],
+        description="stages whose seed is set (rto inherits ppo's unless rto.seed is set); the others are "
+        "shared: same data and RM",
+    )
+    level: float = Field(0.95, gt=0, lt=1, description="level of the interval over seeds (Student's t)")
+    jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
+
+    _s = field_validator("values")(_distinct)
+    _l = field_validator("level", mode="before")(_no_nan)
+
+    @model_validator(mode="after")
+    def _two(self):
+        if len(self.values) < 2:
+            raise ValueError("seeds.values needs at least 2 seeds for an interval over seeds")
         return self
 
 
@@ -380,6 +432,7 @@ SECTIONS = {
     "rto": RTOConfig,
     "pipeline": PipelineConfig,
     "frontier": FrontierConfig,
+    "seeds": SeedsConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }

@@ -22,7 +22,9 @@ FIELDS = {
     "policy": "prompt",
     "pretrain": "text",
     "eval": "prompt",
+    "tune": "prompt",  # carved from the policy split (prepare.tune_prompts), not a share of the corpus
 }
+SHARED = ("sft", "sft_val", "comparison", "policy", "pretrain", "eval")  # the splits that take a share
 
 
 def load_records(source: str, base_dir: Path) -> tuple[list[dict], str]:
@@ -86,7 +88,7 @@ def review_prompt(text: str, rng: random.Random, lo: int, hi: int) -> tuple[str,
 
 # held-out split -> the training splits it must not share an example with (prompt splits: the prompt;
 # demonstration splits: prompt and completion -- two reviews may open with the same two words)
-HELD_OUT = {"eval": ("comparison", "policy"), "sft_val": ("sft",)}
+HELD_OUT = {"eval": ("comparison", "policy"), "tune": ("comparison", "policy"), "sft_val": ("sft",)}
 
 
 def _key(r: dict):
@@ -97,7 +99,7 @@ def check_disjoint(splits: dict[str, list[dict]], cfg) -> None:
     """A prompt split from a source may not repeat a prompt, and a held-out split may not share an example
     with a split that trains (it would not be held out): one error naming the splits and an example."""
     for name, rows in splits.items():
-        if FIELDS[name] != "prompt" or not getattr(cfg.sources, name):
+        if FIELDS[name] != "prompt" or not getattr(cfg.sources, name, None):
             continue
         seen = {}
         for i, r in enumerate(rows, 1):
@@ -134,7 +136,7 @@ def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
 
     splits: dict[str, list[dict]] = {}
     start, seen_prompts = 0, set()
-    for name in FIELDS:
+    for name in SHARED:
         n = int(getattr(cfg.splits, name) * len(reviews))
         idx, start = order[start : start + n], start + n
         source = getattr(cfg.sources, name)
@@ -164,6 +166,13 @@ def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
             raise PipelineError(f"prepare.splits.{name}: the split is empty; raise its share or use more reviews")
         splits[name] = rows
 
+    if cfg.tune_prompts >= len(splits["policy"]):
+        raise PipelineError(
+            f"prepare.tune_prompts={cfg.tune_prompts} leaves no policy prompts (the policy split has "
+            f"{len(splits['policy'])}); lower it or raise prepare.splits.policy"
+        )
+    n_policy = len(splits["policy"]) - cfg.tune_prompts
+    splits["policy"], splits["tune"] = splits["policy"][:n_policy], splits["policy"][n_policy:]
     check_disjoint(splits, cfg)
     if out_dir is None:
         return {name: len(rows) for name, rows in splits.items()}

@@ -1,5 +1,8 @@
 """The reward–KL frontier (DPO paper, Fig. 2): its points from DVC experiments, their CSV files and the plot.
 flows/frontier.py runs the sweep of experiments and calls these.
+
+A point is one (algorithm, coefficient): the mean over the seeds that ran it, with Student's t interval over
+those seeds; a point with one seed carries its evaluation's own interval (bootstrap over prompts).
 """
 
 from __future__ import annotations
@@ -7,80 +10,78 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from tasks import stats
 from tasks.common import atomic_path
+from tasks.experiments import param, revisions
 
 ALGOS = {"ppo": "ppo.kl.coef", "dpo": "dpo.beta", "rto": "rto.kl.coef"}  # the KL-strength knob of each
-COLUMNS = ["experiment", "coef", "kl", "gold_reward", "win_rate_gold"]
+VALUES = ("kl", "gold_reward", "win_rate_gold")
+COLUMNS = ["experiments", "coef", "n_seeds"] + [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
 
 
-def _walk(node):
-    if isinstance(node, dict):
-        if isinstance(node.get("data"), dict) and "metrics" in node["data"]:
-            yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
-
-
-def _get(d: dict, dotted: str):
-    for k in dotted.split("."):
-        d = d.get(k, {}) if isinstance(d, dict) else {}
-    return d if d != {} else None
-
-
-def points(exp_show: list) -> dict[str, list[dict]]:
-    """{algo: [{experiment, coef, kl, gold_reward, win_rate_gold}]} from `dvc exp show --json`: the workspace
-    and the frontier-* experiments, one point per distinct (algorithm, coefficient, result); skipped
-    policies and revisions without eval metrics add none."""
+def points(exp_show: list, level: float = 0.95) -> dict[str, list[dict]]:
+    """{algo: [point]} from `dvc exp show --json`: the workspace and the frontier-* experiments grouped by
+    (algorithm, coefficient); skipped policies and failed experiments add none."""
+    runs: dict[tuple, dict] = {}
+    for rev, params, metrics in [*revisions(exp_show, None), *revisions(exp_show, "frontier-")]:
+        for algo, m in metrics.items():
+            coef = param(params, ALGOS[algo]) or param(params, "ppo.kl.coef")  # rto may inherit ppo's
+            runs.setdefault((algo, coef, m["kl"]), {"experiment": rev, **m})  # listed twice: one run
+    grouped: dict[tuple, list[dict]] = {}
+    for (algo, coef, _), m in runs.items():
+        grouped.setdefault((algo, coef), []).append(m)
     out: dict[str, list[dict]] = {a: [] for a in ALGOS}
-    seen = set()
-    for node in _walk(exp_show):
-        if node.get("rev") != "workspace" and not str(node.get("name") or "").startswith("frontier-"):
-            continue  # other experiments (e.g. an ablation) are not points of this sweep
-        if node.get("error"):
-            continue  # a failed experiment: its metrics files are the baseline's, not its own
-        data = node["data"]
-        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        for algo, key in ALGOS.items():
-            m = ((data.get("metrics") or {}).get(f"metrics/eval/{algo}.json") or {}).get("data") or {}
-            if "kl" not in m:
-                continue
-            row = {
-                "experiment": node.get("name") or node.get("rev"),
-                "coef": _get(params, key),
-                "kl": m["kl"],
-                "gold_reward": m["gold_reward"],
-                "win_rate_gold": m["win_rate_gold"],
-            }
-            if (algo, row["coef"], row["kl"]) not in seen:
-                seen.add((algo, row["coef"], row["kl"]))
-                out[algo].append(row)
-    return out
+    for (algo, coef), ms in grouped.items():
+        row = {"experiments": " ".join(m["experiment"] for m in ms), "coef": coef, "n_seeds": len(ms)}
+        for v in VALUES:
+            if len(ms) >= 2:
+                iv = stats.t_interval([m[v] for m in ms], level)
+                row |= {v: iv["mean"], f"{v}_ci_low": iv["lo"], f"{v}_ci_high": iv["hi"]}
+            else:
+                m = ms[0]
+                row |= {v: m[v], f"{v}_ci_low": m.get(f"{v}_ci_low", m[v]), f"{v}_ci_high": m.get(f"{v}_ci_high", m[v])}
+        out[algo].append(row)
+    return {a: sorted(rows, key=lambda r: r["kl"]) for a, rows in out.items()}
 
 
 def plot(pts: dict[str, list[dict]], sft_gold: float | None, png: Path) -> None:
-    """The frontier as a PNG: gold reward against KL, one line per algorithm, points labeled by coefficient."""
+    """The frontier as a PNG: gold reward against KL with both intervals, one line per algorithm, points
+    labeled by coefficient."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for algo, rows in pts.items():
-        rows = sorted(rows, key=lambda r: r["kl"])
-        if rows:
-            ax.plot([r["kl"] for r in rows], [r["gold_reward"] for r in rows], "o-", label=f"{algo} ({ALGOS[algo]})")
-            for r in rows:
-                ax.annotate(
-                    f"{r['coef']}", (r["kl"], r["gold_reward"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
-                )
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, (algo, rows) in enumerate(pts.items()):
+        if not rows:
+            continue
+        kl, gold = [r["kl"] for r in rows], [r["gold_reward"] for r in rows]
+        xerr = [[r["kl"] - r["kl_ci_low"] for r in rows], [r["kl_ci_high"] - r["kl"] for r in rows]]
+        yerr = [
+            [r["gold_reward"] - r["gold_reward_ci_low"] for r in rows],
+            [r["gold_reward_ci_high"] - r["gold_reward"] for r in rows],
+        ]
+        seeds = max(r["n_seeds"] for r in rows)
+        ax.errorbar(
+            kl,
+            gold,
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o-",
+            capsize=3,
+            color=f"C{i}",
+            label=f"{algo} ({ALGOS[algo]}, ≤{seeds} seeds)",
+        )
+        for r in rows:
+            ax.annotate(
+                f"{r['coef']}", (r["kl"], r["gold_reward"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     if sft_gold is not None:
         ax.axhline(sft_gold, color="grey", ls="--", lw=1, label="SFT")
     ax.set_xlabel("KL(π ‖ π_SFT), nats per response (eval prompts)")
     ax.set_ylabel("mean gold reward (VADER compound)")
-    ax.set_title("Reward–KL frontier (labels: the KL coefficient)")
+    ax.set_title("Reward–KL frontier (labels: the KL coefficient; bars: 95% intervals)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(png) as tmp:
@@ -94,4 +95,4 @@ def write_points(pts: dict[str, list[dict]], out_dir: Path) -> None:
         with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
-            writer.writerows(sorted(rows, key=lambda r: r["kl"]))
+            writer.writerows(rows)

@@ -130,9 +130,10 @@ class Registry:
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, v)
 
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version that holds `alias`, or None (no such model, or no version has it)."""
+    def alias_tags(self, name: str, alias: str) -> tuple[str, dict] | None:
+        """(version, its tags) of the version that holds `alias`, or None (no such model, or no version has it)."""
         try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
+            held = self.client.get_model_version_by_alias(name, alias)
         except Exception:
             return None
+        return str(held.version), dict(held.tags)

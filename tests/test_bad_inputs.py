@@ -170,6 +170,41 @@ BAD = [
         "compute.device is 'cuda' but no CUDA device is visible",
     ),
     ("params-not-yaml", "flows.sft", "sft: [unclosed\n", None, "params.yaml:"),
+    (
+        "no-samples-per-prompt",
+        "flows.eval",
+        {"eval": {"samples_per_prompt": 0}},
+        None,
+        "params.yaml: eval.samples_per_prompt: Input should be greater than or equal to 1",
+    ),
+    (
+        "level-of-one",
+        "flows.eval",
+        {"eval": {"ci_level": 1.0}},
+        None,
+        "params.yaml: eval.ci_level: Input should be less",
+    ),
+    (
+        "level-of-zero",
+        "flows.seeds",
+        {"seeds": {"level": 0}},
+        None,
+        "params.yaml: seeds.level: Input should be greater",
+    ),
+    (
+        "duplicate-seeds",
+        "flows.seeds",
+        {"seeds": {"values": [0, 1, 1]}},
+        None,
+        "params.yaml: seeds.values: seeds must be distinct; repeated: [1]",
+    ),
+    (
+        "duplicate-frontier-seeds",
+        "flows.frontier",
+        {"frontier": {"seeds": [3, 3]}},
+        None,
+        "seeds must be distinct; repeated: [3]",
+    ),
 ]
 
 

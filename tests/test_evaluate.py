@@ -1,47 +1,96 @@
-"""Win rate and KL against hand-computed examples."""
+"""Sequence KL against hand-computed examples; the champion gate with intervals and an incumbent; the
+frontier's points from `dvc exp show` output."""
 
 import pytest
 import torch
 
-from tasks.evaluate import sequence_kl, win_rate
-
-
-def test_win_rate_counts_ties_as_half():
-    assert win_rate([1.0, 0.0, 0.5, 0.2], [0.0, 1.0, 0.5, 0.1]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
-    same = [0.3, -0.2, 0.9]
-    assert win_rate(same, same) == 0.5
+from tasks.evaluate import champion_gate, choose_champion, sequence_kls
 
 
 def test_sequence_kl_hand_computed_and_zero_for_identical_policies():
     lp = [torch.tensor([-1.0, -2.0]), torch.tensor([-0.5])]
     ref = [torch.tensor([-1.5, -2.5]), torch.tensor([-1.5])]
-    assert sequence_kl(lp, ref) == pytest.approx((1.0 + 1.0) / 2)
-    assert sequence_kl(lp, lp) == 0.0
+    assert sequence_kls(lp, ref) == pytest.approx([1.0, 1.0])
+    assert sequence_kls(lp, lp) == [0.0, 0.0]
 
 
-from tasks.evaluate import choose_champion  # noqa: E402
+def _m(win, kl, half=0.03):
+    return {"win_rate_gold": win, "win_rate_gold_ci_low": win - half, "win_rate_gold_ci_high": win + half, "kl": kl}
 
 
-def _m(win, kl):
-    return {"win_rate_gold": win, "kl": kl}
-
-
-def test_champion_gate_promotes_the_best_policy_under_the_kl_cap():
-    res = {"sft": _m(0.5, 0.0), "ppo": _m(0.80, 7.0), "dpo": _m(0.62, 1.0), "rto": _m(0.70, 4.0)}
+def test_a_clear_winner_under_the_kl_cap_is_promoted():
+    res = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.80, 7.0), "dpo": _m(0.62, 1.0), "rto": _m(0.72, 4.0)}
     best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.55)
-    assert best == "rto" and "70.0%" in why  # ppo wins more but its KL is over the cap
+    assert best == "rto" and "72.0% [69.0%, 75.0%]" in why  # ppo wins more but its KL is over the cap
+    assert "not significantly" not in why  # dpo's interval [59 %, 65 %] is below rto's
     assert choose_champion(res, max_kl=10.0, min_win_rate=0.55)[0] == "ppo"
     tie = {"a": _m(0.7, 3.0), "b": _m(0.7, 2.0)}
-    assert choose_champion(tie, 5.0, 0.5)[0] == "b"  # equal win rate: the closer policy
+    best, why = choose_champion(tie, 5.0, 0.5)
+    assert best == "b" and "not significantly better than a" in why  # equal win rate: the closer policy
 
 
-def test_champion_gate_refuses_below_the_threshold_or_over_the_kl_cap():
-    res = {"sft": _m(0.5, 0.0), "ppo": _m(0.52, 1.0), "dpo": _m(0.54, 2.0)}
+def test_the_lower_end_of_the_interval_must_clear_the_bar():
+    res = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.60, 1.0, half=0.08), "dpo": _m(0.58, 2.0, half=0.02)}
     best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.55)
-    assert best is None and "dpo" in why and "below" in why
+    assert best == "dpo"  # ppo's point estimate is higher, but its interval reaches down to 52 %
+    best, why = choose_champion(res, max_kl=5.0, min_win_rate=0.57)
+    assert best is None and "clears 57.0%" in why and "dpo" in why
     best, why = choose_champion(res, max_kl=0.5, min_win_rate=0.0)
     assert best is None and "no policy has KL <= 0.5" in why
     assert choose_champion({"sft": _m(0.5, 0.0)}, 5.0, 0.0)[0] is None  # SFT itself is never a candidate
+
+
+def test_overlapping_the_incumbent_keeps_it_and_a_clear_gain_replaces_it():
+    res = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.70, 2.0), "dpo": _m(0.66, 3.0)}
+    incumbent = {"version": "3", "policy": "dpo", **_m(0.68, 3.0)}
+    best, why = choose_champion(res, 5.0, 0.55, incumbent)
+    assert best is None and "incumbent stays" in why and "dpo version 3: 68.0% [65.0%, 71.0%]" in why
+    weak = {"version": "3", "policy": "dpo", **_m(0.60, 3.0)}
+    best, why = choose_champion(res, 5.0, 0.55, weak)
+    assert best == "ppo" and "is beaten" in why
+    assert choose_champion(res, 5.0, 0.55, {"version": "3"})[0] == "ppo"  # no recorded interval: no evidence
+
+
+class Registry:
+    """An in-memory stand-in for the MLflow registry (the real one runs in tests/test_pipeline.py)."""
+
+    def __init__(self, held=None):
+        self.held, self.promoted = held, []
+
+    def promote(self, name, version, alias, tags):
+        self.promoted.append(version)
+        self.held = (version, tags | {"stage": "?"})
+
+    def alias_tags(self, name, alias):
+        return self.held
+
+
+class Gate:
+    max_kl, min_win_rate, alias = 5.0, 0.55, "champion"
+
+
+def test_the_gate_moves_the_alias_only_on_clear_evidence():
+    infos = {
+        "ppo": {"registered_model": "rlhf-policy", "version": 4},
+        "dpo": {"registered_model": "rlhf-policy", "version": 5},
+    }
+    res = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.70, 2.0), "dpo": _m(0.66, 3.0)}
+    reg = Registry()
+    first = champion_gate(res, infos, Gate, "rlhf-policy", reg)
+    assert first["promoted"] == 1 and first["policy"] == "ppo" and reg.promoted == ["4"]
+    assert float(reg.held[1]["eval_win_rate_gold_ci_low"]) == pytest.approx(0.67)
+    # a second run (new versions), dpo now best by a little: overlaps the incumbent -> nothing moves
+    infos2 = {
+        "ppo": {"registered_model": "rlhf-policy", "version": 6},
+        "dpo": {"registered_model": "rlhf-policy", "version": 7},
+    }
+    second = champion_gate(
+        {"sft": res["sft"], "ppo": _m(0.69, 2.0), "dpo": _m(0.71, 3.0)}, infos2, Gate, "rlhf-policy", reg
+    )
+    assert second["promoted"] == 0 and "champion stays on version 4" in second["reason"] and reg.promoted == ["4"]
+    # nothing clears the bar: nothing moves
+    third = champion_gate({"sft": res["sft"], "ppo": _m(0.53, 2.0)}, infos2, Gate, "rlhf-policy", reg)
+    assert third["promoted"] == 0 and reg.promoted == ["4"]
 
 
 def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
@@ -68,13 +117,50 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
             "rev": "abc",
             "data": {"params": {}, "metrics": {}},
             "experiments": [
-                {"revs": [node("frontier-a", 0.05, {"ppo": ppo(0.5)}), node("frontier-b", 0.01, {"ppo": ppo(2.0)})]}
+                {
+                    "revs": [
+                        node("frontier-x-0-s0", 0.05, {"ppo": ppo(0.5)}),
+                        node("frontier-x-0-s1", 0.05, {"ppo": ppo(0.7)}),  # same coefficient, another seed
+                        node("frontier-x-1-s0", 0.01, {"ppo": ppo(2.0)}),
+                    ]
+                }
             ],
         },
         node("ablation", 0.02, {"ppo": ppo(3.0)}),  # not a frontier-* experiment: not a point
         {**node("frontier-failed", 0.5, {"ppo": ppo(1.0)}), "error": {"msg": "Experiment run failed"}},
     ]
     pts = points(show)
-    assert sorted((p["coef"], p["kl"]) for p in pts["ppo"]) == [(0.01, 2.0), (0.02, 1.0), (0.05, 0.5)]
+    assert [(p["coef"], p["n_seeds"]) for p in pts["ppo"]] == [(0.05, 2), (0.02, 1), (0.01, 1)]  # sorted by KL
     assert pts["dpo"] == [] and pts["rto"] == []
-    assert {p["experiment"] for p in pts["ppo"]} == {"workspace", "frontier-a", "frontier-b"}
+    assert {p["experiments"] for p in pts["ppo"]} == {"workspace", "frontier-x-0-s0 frontier-x-0-s1", "frontier-x-1-s0"}
+    two = pts["ppo"][0]  # mean of 0.5 and 0.7; t_{0.975,1} = 12.706, se = 0.1
+    assert two["kl"] == pytest.approx(0.6) and two["kl_ci_high"] == pytest.approx(0.6 + 12.706 * 0.1, rel=1e-4)
+    one = pts["ppo"][1]  # one seed, metrics without intervals: a zero-width bar at the point
+    assert one["kl_ci_low"] == one["kl"] == one["kl_ci_high"] == 1.0
+
+
+def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
+    from tasks.experiments import aggregate, latest_batch, seed_runs
+
+    def node(name, win):
+        m = {"kl": 1.0 + win, "gold_reward": win / 2, "win_rate_gold": win, "rm_score": 0.0}
+        return {"rev": name, "name": name, "data": {"params": {}, "metrics": {"metrics/eval/dpo.json": {"data": m}}}}
+
+    show = [
+        node("workspace", 0.9),
+        node("seeds-20261201-100000-s0", 0.1),  # an older batch
+        node("seeds-20261203-090000-s0", 0.6),
+        node("seeds-20261203-090000-s1", 0.7),
+        node("seeds-20261203-090000-s2", 0.8),
+        {**node("seeds-20261203-090000-s3", 0.2), "error": {"msg": "failed"}},
+    ]
+    batch = latest_batch(show)
+    assert batch == "seeds-20261203-090000"
+    runs = seed_runs(show, batch)
+    assert list(runs) == ["dpo"] and [r["seed"] for r in runs["dpo"]] == [0, 1, 2]
+    win = aggregate(runs, 0.95)["dpo"]["win_rate_gold"]
+    assert (
+        win["mean"] == pytest.approx(0.7)
+        and win["n"] == 3
+        and win["lo"] == pytest.approx(0.7 - 4.3027 * 0.1 / 3**0.5, rel=1e-4)
+    )

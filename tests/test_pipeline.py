@@ -5,6 +5,7 @@ with a parameter override, recorded as a DVC experiment, one MLflow story per pi
 MLflow server; outputs pushed to a DVC remote and pulled into a fresh clone. (One module: the tests run
 in this order on one project.)"""
 
+import csv
 import json
 import os
 import subprocess
@@ -105,18 +106,46 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_
     record_property("timing", f"frontier sweep (3 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
     assert "ppo 4 points" in proc.stdout and "dpo 4 points" in proc.stdout and "rto 4 points" in proc.stdout
     for algo in ("ppo", "dpo", "rto"):
-        rows = (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()
-        assert rows[0] == "experiment,coef,kl,gold_reward,win_rate_gold" and len(rows) == 1 + 4
+        rows = list(csv.DictReader((root / f"metrics/frontier/{algo}.csv").open()))
+        assert len(rows) == 4 and all(r["n_seeds"] == "1" for r in rows)
+        assert all(float(r["kl_ci_low"]) <= float(r["kl"]) <= float(r["kl_ci_high"]) for r in rows)
     assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
     exps = run_cmd(root, "dvc", "exp", "ls").stdout
     assert exps.count("frontier-") == 3
     for algo in ("ppo", "dpo", "rto"):  # distinct results: each experiment trained with its own coefficient
-        rows = [r.split(",") for r in (root / f"metrics/frontier/{algo}.csv").read_text().splitlines()[1:]]
-        assert len({r[1] for r in rows}) == 4 and len({r[2] for r in rows}) == 4
+        rows = list(csv.DictReader((root / f"metrics/frontier/{algo}.csv").open()))
+        assert len({r["coef"] for r in rows}) == 4 and len({r["kl"] for r in rows}) == 4
     evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
     assert (evals["status"] == "FINISHED").all() and len(evals) >= 4
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'frontier'").iloc[0]
     assert "frontier.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
+
+
+def test_seeds_run_as_dvc_experiments_and_aggregate_with_intervals(full, record_property):
+    """`python -m flows.seeds all --n 2`: two real DVC experiments (seed 0 is the workspace's own params, so
+    DVC restores it from its run cache; seed 1 retrains ppo, dpo, rto), then the aggregate over seeds."""
+    root = full["root"]
+    set_params(root, seeds={"values": [0, 1, 2], "stages": ["ppo", "dpo", "rto"], "level": 0.95, "jobs": 2})
+    run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "seeds")
+    t0 = time.time()
+    proc = run_cmd(root, "python", "-m", "flows.seeds", "all", "--n", "2", PREFECT_API_URL=full["api"], timeout=900)
+    record_property("timing", f"seeds (2 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
+    summary = json.loads((root / "metrics/seeds.json").read_text())
+    assert summary["batch"].startswith("seeds-") and summary["level"] == 0.95
+    for algo in ("ppo", "dpo", "rto"):
+        rows = list(csv.DictReader((root / f"metrics/seeds/{algo}.csv").open()))
+        assert [r["seed"] for r in rows] == ["0", "1"]
+        assert rows[0]["kl"] != rows[1]["kl"]  # the seed changed the training
+        win = summary["algorithms"][algo]["win_rate_gold"]
+        assert win["n"] == 2 and win["lo"] < win["mean"] < win["hi"]
+        assert win["mean"] == pytest.approx((float(rows[0]["win_rate_gold"]) + float(rows[1]["win_rate_gold"])) / 2)
+        seed0 = json.loads((root / f"metrics/eval/{algo}.json").read_text())  # the workspace is seed 0
+        assert float(rows[0]["kl"]) == pytest.approx(seed0["kl"])
+    assert f"seeds {summary['batch']}" in proc.stdout
+    assert (root / "plots/seeds.png").read_bytes()[:4] == b"\x89PNG"
+    run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'seeds'").iloc[0]
+    assert run["metrics.dpo/win_rate_gold_mean"] == pytest.approx(summary["algorithms"]["dpo"]["win_rate_gold"]["mean"])
+    assert "seeds.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
 
 
 def test_outputs_go_to_a_dvc_remote_and_come_back_in_a_fresh_clone(full, tmp_path):

@@ -1,0 +1,72 @@
+"""DVC experiments from Python: queue a batch (one `dvc exp run --queue` each), run it with
+`dvc queue start -j <jobs>`, wait for every one, and read `dvc exp show --json`. The frontier sweep and the
+seeds command use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from flows.common import TRACKING_URI
+from flows.paths import ROOT
+from tasks.common import PipelineError
+
+
+def dvc_env() -> dict:
+    # queued experiments run in temporary copies: keep them logging to this project's MLflow store
+    return dict(os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI", TRACKING_URI))
+
+
+def dvc(*args, timeout=600) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=ROOT, env=dvc_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise PipelineError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return proc.stdout
+
+
+def run_batch(experiments: dict[str, dict], jobs: int, what: str, timeout_s: float = 6 * 3600) -> list[str]:
+    """Queue {name: {param: value}} as DVC experiments, run them `jobs` at a time and wait; one error naming
+    the failed ones. Returns the names."""
+    for name, values in experiments.items():
+        dvc("exp", "run", "--queue", "-n", name, *[a for k, v in values.items() for a in ("-S", f"{k}={v}")])
+    # `dvc queue start` daemonizes its workers, which inherit its stdout: never capture it (a captured pipe
+    # stays open until the last worker exits, so the call would block for the whole batch)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=ROOT,
+        env=dvc_env(),
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + timeout_s
+    while True:  # `dvc queue status`: one line per task with its state
+        rows = [line.split() for line in dvc("queue", "status").splitlines()[1:]]
+        status = {r[1]: r[-1] for r in rows if len(r) >= 3 and r[1] in experiments}
+        if len(status) == len(experiments) and all(s in ("Success", "Failed") for s in status.values()):
+            break
+        if time.time() > deadline:
+            raise PipelineError(f"{what}: not done after {timeout_s:.0f} s: {status}")
+        time.sleep(5)
+    failed = [n for n, s in status.items() if s == "Failed"]
+    if failed:
+        raise PipelineError(f"{what}: experiments failed: {failed} (see `dvc queue logs <name>`)")
+    print(f"{what}: {len(experiments)} experiments done: {', '.join(experiments)}")
+    return list(experiments)
+
+
+def seed_settings(stages: list[str], seed: int, params: dict) -> dict:
+    """{<stage>.seed: seed} for the stages; rto takes ppo.seed (tasks/config.py: INHERITS) unless params give
+    rto a seed of its own."""
+    rto_own = "seed" in (params.get("rto") or {})
+    if "rto" in stages and not rto_own and "ppo" not in stages:
+        raise PipelineError("rto takes ppo.seed unless rto.seed is set: list ppo too, or set rto.seed")
+    return {f"{stage}.seed": seed for stage in stages if stage != "rto" or rto_own}
+
+
+def exp_show() -> list:
+    """`dvc exp show --json`: the workspace, the commit and every experiment with its params and metrics."""
+    return json.loads(dvc("exp", "show", "--json"))

@@ -1,0 +1,96 @@
+"""Seeds as an axis: the training stages under several seeds, as DVC experiments, and their aggregate.
+
+python -m flows.seeds run [--n N]       # one experiment <batch>-s<seed> per seed (seeds.values, or 0..N-1
+                                        # with --n), each setting <stage>.seed for every stage in
+                                        # seeds.stages; the other stages come from DVC's cache (same data
+                                        # and RM); `dvc queue start -j <seeds.jobs>`, wait
+python -m flows.seeds report [--batch]  # the newest batch (or --batch) -> metrics/seeds.json (per algorithm:
+                                        # mean and t-interval over seeds of win rate, gold reward, KL),
+                                        # metrics/seeds/<algo>.csv (`dvc plots show`), plots/seeds.png,
+                                        # an MLflow run
+python -m flows.seeds all [--n N]       # both (make seeds N=3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from flows.common import mlflow_setup, read_params
+from flows.experiments import exp_show, run_batch, seed_settings
+from flows.paths import METRICS, PLOTS, ROOT
+from tasks import config
+from tasks.common import PipelineError, die_cleanly, write_json
+from tasks.experiments import aggregate, latest_batch, seed_runs, write_runs
+from tasks.report import seeds_figure
+
+PNG = PLOTS / "seeds.png"
+
+
+def seeds_config(params: dict, n: int | None):
+    """The seeds section, with --n N meaning seeds 0..N-1 (validated like the section itself)."""
+    raw = dict(params.get("seeds") or {})
+    if n is not None:
+        raw["values"] = list(range(n))
+    return config.load("seeds", {**params, "seeds": raw})
+
+
+def run(cfg) -> str:
+    """Queue and run one experiment per seed; returns the batch name."""
+    batch = f"seeds-{time.strftime('%Y%m%d-%H%M%S')}"
+    params = read_params()
+    experiments = {f"{batch}-s{seed}": seed_settings(cfg.stages, seed, params) for seed in cfg.values}
+    run_batch(experiments, cfg.jobs, f"seeds {batch}")
+    return batch
+
+
+def report(cfg, batch: str | None) -> dict:
+    shown = exp_show()
+    batch = batch or latest_batch(shown)
+    if batch is None:
+        raise PipelineError("no seeds experiments yet: run `python -m flows.seeds run` first")
+    runs = seed_runs(shown, batch)
+    if not runs or max(len(r) for r in runs.values()) < 2:
+        raise PipelineError(f"{batch}: fewer than 2 seeds with eval metrics; nothing to aggregate")
+    summary = aggregate(runs, cfg.level)
+    write_runs(runs, METRICS / "seeds")
+    write_json(METRICS / "seeds.json", {"batch": batch, "level": cfg.level, "algorithms": summary})
+    seeds_figure(summary, runs, PNG, cfg.level)
+    mlflow = mlflow_setup(read_params())
+    with mlflow.start_run(run_name=batch, tags={"stage": "seeds", "batch": batch}):
+        mlflow.log_params({"seeds": [r["seed"] for r in next(iter(runs.values()))], "level": cfg.level})
+        for algo, metrics in summary.items():
+            for name, iv in metrics.items():
+                mlflow.log_metrics(
+                    {
+                        f"{algo}/{name}_{k}": v
+                        for k, v in iv.items()
+                        if v is not None and k in ("mean", "lo", "hi", "se")
+                    }
+                )
+        mlflow.log_artifact(str(PNG))
+    print(f"seeds {batch} (mean [{cfg.level:.0%} t-interval] over seeds):")
+    for algo, m in summary.items():
+        cells = [
+            f"{k} {iv['mean']:.3f}" + (f" [{iv['lo']:.3f}, {iv['hi']:.3f}]" if iv["lo"] is not None else "")
+            for k, iv in m.items()
+        ]
+        print(f"  {algo} ({m['kl']['n']} seeds): " + ", ".join(cells))
+    print(f"-> {(METRICS / 'seeds.json').relative_to(ROOT)}, {PNG.relative_to(ROOT)}")
+    return summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", default="all", choices=["run", "report", "all"])
+    ap.add_argument("--n", type=int, default=None, help="seeds 0..N-1 instead of seeds.values")
+    ap.add_argument("--batch", default=None, help="report this batch (seeds-<stamp>) instead of the newest")
+    args = ap.parse_args()
+    cfg = seeds_config(read_params(), args.n)
+    batch = run(cfg) if args.command in ("run", "all") else args.batch
+    if args.command in ("report", "all"):
+        report(cfg, batch)
+
+
+if __name__ == "__main__":
+    die_cleanly(main)

@@ -1,0 +1,86 @@
+"""Results of DVC experiments, read from `dvc exp show --json`: each revision's params and eval metrics, the
+runs of a seeds batch and their aggregate over seeds (mean and Student's t interval per algorithm)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tasks import stats
+from tasks.common import atomic_path
+
+ALGOS = ("ppo", "dpo", "rto")
+AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")
+
+
+def walk(node):
+    """Every revision node (a dict whose data holds metrics) in `dvc exp show --json`'s nested output."""
+    if isinstance(node, dict):
+        if isinstance(node.get("data"), dict) and "metrics" in node["data"]:
+            yield node
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def param(params: dict, dotted: str):
+    """params.yaml's value at a dotted key, or None."""
+    for k in dotted.split("."):
+        params = params.get(k, {}) if isinstance(params, dict) else {}
+    return params if params != {} else None
+
+
+def revisions(exp_show: list, prefix: str | None):
+    """(name, params, {algo: eval metrics}) of the workspace (prefix None) or of every experiment whose name
+    starts with prefix; failed experiments (their metrics files are the baseline's) and skipped policies
+    are left out."""
+    for node in walk(exp_show):
+        name = node.get("name") or node.get("rev")
+        wanted = name == "workspace" if prefix is None else str(node.get("name") or "").startswith(prefix)
+        if not wanted or node.get("error"):
+            continue
+        data = node["data"]
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+        metrics = {}
+        for algo in ALGOS:
+            m = ((data.get("metrics") or {}).get(f"metrics/eval/{algo}.json") or {}).get("data") or {}
+            if "kl" in m:
+                metrics[algo] = m
+        yield name, params, metrics
+
+
+def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
+    """{algo: [{experiment, seed, <eval metrics>}]} of the experiments named <batch>-s<seed>, one per seed."""
+    out: dict[str, list[dict]] = {a: [] for a in ALGOS}
+    seen = set()
+    for name, _, metrics in revisions(exp_show, f"{batch}-s"):
+        seed = int(name.rsplit("-s", 1)[1])
+        if seed in seen:
+            continue  # the same experiment listed twice (under its baseline and its branch): one result
+        seen.add(seed)
+        for algo, m in metrics.items():
+            out[algo].append({"experiment": name, "seed": seed, **m})
+    return {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in out.items() if rows}
+
+
+def latest_batch(exp_show: list, prefix: str = "seeds-") -> str | None:
+    """The newest batch (<prefix><YYYYmmdd-HHMMSS>) among the experiments named <batch>-s<seed>."""
+    batches = {n.rsplit("-s", 1)[0] for n, _, _ in revisions(exp_show, prefix) if "-s" in n[len(prefix) :]}
+    return max(batches) if batches else None
+
+
+def aggregate(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
+    """{algo: {metric: {mean, se, lo, hi, n}}}: each metric's mean over seeds with its t-interval."""
+    return {algo: {k: stats.t_interval([r[k] for r in rows], level) for k in AGGREGATED} for algo, rows in runs.items()}
+
+
+def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:
+    """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws)."""
+    columns = ["experiment", "seed", *AGGREGATED, "win_rate_gold_ci_low", "win_rate_gold_ci_high"]
+    for algo, rows in runs.items():
+        with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
