@@ -88,7 +88,7 @@ def review_prompt(text: str, rng: random.Random, lo: int, hi: int) -> tuple[str,
 
 # held-out split -> the training splits it must not share an example with (prompt splits: the prompt;
 # demonstration splits: prompt and completion -- two reviews may open with the same two words)
-HELD_OUT = {"eval": ("comparison", "policy"), "tune": ("comparison", "policy"), "sft_val": ("sft",)}
+HELD_OUT = {"eval": ("comparison", "policy"), "sft_val": ("sft",)}
 
 
 def _key(r: dict):
@@ -166,6 +166,7 @@ def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
             raise PipelineError(f"prepare.splits.{name}: the split is empty; raise its share or use more reviews")
         splits[name] = rows
 
+    check_disjoint(splits, cfg)  # the tune split comes out of the policy split: it is held out as that one is
     if cfg.tune_prompts >= len(splits["policy"]):
         raise PipelineError(
             f"prepare.tune_prompts={cfg.tune_prompts} leaves no policy prompts (the policy split has "
@@ -173,7 +174,6 @@ def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
         )
     n_policy = len(splits["policy"]) - cfg.tune_prompts
     splits["policy"], splits["tune"] = splits["policy"][:n_policy], splits["policy"][n_policy:]
-    check_disjoint(splits, cfg)
     if out_dir is None:
         return {name: len(rows) for name, rows in splits.items()}
     with atomic_path(out_dir) as tmp:  # all splits appear together, or none does

@@ -27,6 +27,14 @@ def test_sft_changes_the_weights_and_lowers_heldout_loss(tiny_pipeline):
     assert all(v > 0 for v in splits.values())
 
 
+def test_the_tune_split_is_carved_from_the_policy_prompts_and_shares_none(tiny_pipeline):
+    prepared = tiny_pipeline["root"] / "data/prepared"
+    read = lambda name: [json.loads(x)["prompt"] for x in (prepared / f"{name}.jsonl").read_text().splitlines()]
+    tune, policy, evaluation = read("tune"), read("policy"), read("eval")
+    assert len(tune) == 12 and len(set(tune)) == 12  # profiles/tiny.yaml: prepare.tune_prompts
+    assert not set(tune) & set(policy) and not set(tune) & set(evaluation) and not set(tune) & set(read("comparison"))
+
+
 def test_second_repro_does_nothing(tiny_pipeline):
     root = tiny_pipeline["root"]
     # Other tests of the session run stages with other params on this project and put them back; the
