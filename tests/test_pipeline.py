@@ -79,7 +79,7 @@ def test_gate_refuses_and_leaves_the_alias(full):
         decision = json.loads((root / "metrics/champion.json").read_text())
     finally:
         (root / "params.yaml").write_text(params)
-        run_cmd(root, "git", "checkout", "dvc.lock", "metrics")
+        run_cmd(root, "git", "checkout", "dvc.lock", "metrics", "plots")
     assert decision["promoted"] == 0 and f"champion stays on version {before}" in decision["reason"]
     assert "champion gate: not promoted" in proc.stdout + proc.stderr
     assert mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version == before
