@@ -41,11 +41,12 @@ def sweep() -> list[str]:
 
 
 def collect_and_plot() -> dict:
-    pts = points(exp_show(), config.load("seeds", read_params()).level)
+    level = config.load("seeds", read_params()).level
+    pts = points(exp_show(), level)
     write_points(pts, METRICS / "frontier")
     sft = METRICS / "eval" / "sft.json"
     PNG.parent.mkdir(exist_ok=True)
-    plot(pts, json.loads(sft.read_text()).get("gold_reward") if sft.exists() else None, PNG)
+    plot(pts, json.loads(sft.read_text()).get("gold_reward") if sft.exists() else None, PNG, level)
     mlflow = mlflow_setup(read_params())
     with mlflow.start_run(run_name=f"frontier-{time.strftime('%Y%m%d-%H%M%S')}", tags={"stage": "frontier"}):
         mlflow.log_artifact(str(PNG))

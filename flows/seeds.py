@@ -21,7 +21,7 @@ from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
 from tasks.common import PipelineError, die_cleanly, write_json
-from tasks.experiments import aggregate, latest_batch, seed_runs, write_runs
+from tasks.experiments import aggregate, latest_batch, seed_champions, seed_runs, write_runs
 from tasks.report import seeds_figure
 
 PNG = PLOTS / "seeds.png"
@@ -54,7 +54,11 @@ def report(cfg, batch: str | None) -> dict:
         raise PipelineError(f"{batch}: fewer than 2 seeds with eval metrics; nothing to aggregate")
     summary = aggregate(runs, cfg.level)
     write_runs(runs, METRICS / "seeds")
-    write_json(METRICS / "seeds.json", {"batch": batch, "level": cfg.level, "algorithms": summary})
+    champions = seed_champions(shown, batch)
+    write_json(
+        METRICS / "seeds.json",
+        {"batch": batch, "level": cfg.level, "algorithms": summary, "champion_by_seed": champions},
+    )
     seeds_figure(summary, runs, PNG, cfg.level)
     mlflow = mlflow_setup(read_params())
     with mlflow.start_run(run_name=batch, tags={"stage": "seeds", "batch": batch}):
@@ -76,6 +80,12 @@ def report(cfg, batch: str | None) -> dict:
             for k, iv in m.items()
         ]
         print(f"  {algo} ({m['kl']['n']} seeds): " + ", ".join(cells))
+    for c in champions:
+        print(
+            f"  champion gate, seed {c['seed']}: "
+            + (f"promoted {c['policy']}" if c["promoted"] else "kept")
+            + f": {c['reason']}"
+        )
     print(f"-> {(METRICS / 'seeds.json').relative_to(ROOT)}, {PNG.relative_to(ROOT)}")
     return summary
 

@@ -65,6 +65,22 @@ def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
     return {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in out.items() if rows}
 
 
+def seed_champions(exp_show: list, batch: str) -> list[dict]:
+    """[{experiment, seed, promoted, policy, reason}] of the batch's experiments, by seed: what the champion
+    gate decided in each (its metrics/champion.json), so a reader sees whether the seeds agree."""
+    out = {}
+    for node in walk(exp_show):
+        name = str(node.get("name") or "")
+        if not name.startswith(f"{batch}-s") or node.get("error"):
+            continue
+        decision = ((node["data"].get("metrics") or {}).get("metrics/champion.json") or {}).get("data") or {}
+        seed = int(name.rsplit("-s", 1)[1])
+        if decision and seed not in out:
+            out[seed] = {"experiment": name, "seed": seed, "promoted": int(decision.get("promoted", 0))}
+            out[seed] |= {"policy": decision.get("policy"), "reason": decision.get("reason", "")}
+    return [out[s] for s in sorted(out)]
+
+
 def latest_batch(exp_show: list, prefix: str = "seeds-") -> str | None:
     """The newest batch (<prefix><YYYYmmdd-HHMMSS>) among the experiments named <batch>-s<seed>."""
     batches = {n.rsplit("-s", 1)[0] for n, _, _ in revisions(exp_show, prefix) if "-s" in n[len(prefix) :]}

@@ -44,7 +44,7 @@ def points(exp_show: list, level: float = 0.95) -> dict[str, list[dict]]:
     return {a: sorted(rows, key=lambda r: r["kl"]) for a, rows in out.items()}
 
 
-def plot(pts: dict[str, list[dict]], sft_gold: float | None, png: Path) -> None:
+def plot(pts: dict[str, list[dict]], sft_gold: float | None, png: Path, level: float = 0.95) -> None:
     """The frontier as a PNG: gold reward against KL with both intervals, one line per algorithm, points
     labeled by coefficient."""
     import matplotlib
@@ -81,7 +81,7 @@ def plot(pts: dict[str, list[dict]], sft_gold: float | None, png: Path) -> None:
         ax.axhline(sft_gold, color="grey", ls="--", lw=1, label="SFT")
     ax.set_xlabel("KL(π ‖ π_SFT), nats per response (eval prompts)")
     ax.set_ylabel("mean gold reward (VADER compound)")
-    ax.set_title("Reward–KL frontier (labels: the KL coefficient; bars: 95% intervals)")
+    ax.set_title(f"Reward–KL frontier (labels: the KL coefficient; bars: {level:.0%} intervals)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(png) as tmp:

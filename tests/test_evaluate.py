@@ -140,11 +140,13 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
 
 
 def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
-    from tasks.experiments import aggregate, latest_batch, seed_runs
+    from tasks.experiments import aggregate, latest_batch, seed_champions, seed_runs
 
     def node(name, win):
         m = {"kl": 1.0 + win, "gold_reward": win / 2, "win_rate_gold": win, "rm_score": 0.0}
-        return {"rev": name, "name": name, "data": {"params": {}, "metrics": {"metrics/eval/dpo.json": {"data": m}}}}
+        gate = {"promoted": int(win > 0.65), "reason": f"gate {win}"} | ({"policy": "dpo"} if win > 0.65 else {})
+        metrics = {"metrics/eval/dpo.json": {"data": m}, "metrics/champion.json": {"data": gate}}
+        return {"rev": name, "name": name, "data": {"params": {}, "metrics": metrics}}
 
     show = [
         node("workspace", 0.9),
@@ -158,6 +160,9 @@ def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
     assert batch == "seeds-20261203-090000"
     runs = seed_runs(show, batch)
     assert list(runs) == ["dpo"] and [r["seed"] for r in runs["dpo"]] == [0, 1, 2]
+    champions = seed_champions(show, batch)
+    assert [(c["seed"], c["promoted"], c["policy"]) for c in champions] == [(0, 0, None), (1, 1, "dpo"), (2, 1, "dpo")]
+    assert champions[1]["reason"] == "gate 0.7" and champions[1]["experiment"] == "seeds-20261203-090000-s1"
     win = aggregate(runs, 0.95)["dpo"]["win_rate_gold"]
     assert (
         win["mean"] == pytest.approx(0.7)

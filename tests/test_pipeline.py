@@ -141,6 +141,8 @@ def test_seeds_run_as_dvc_experiments_and_aggregate_with_intervals(full, record_
         assert win["mean"] == pytest.approx((float(rows[0]["win_rate_gold"]) + float(rows[1]["win_rate_gold"])) / 2)
         seed0 = json.loads((root / f"metrics/eval/{algo}.json").read_text())  # the workspace is seed 0
         assert float(rows[0]["kl"]) == pytest.approx(seed0["kl"])
+    assert [c["seed"] for c in summary["champion_by_seed"]] == [0, 1]  # each seed's gate decision, read back
+    assert all(c["reason"] and f"seed {c['seed']}:" in proc.stdout for c in summary["champion_by_seed"])
     assert f"seeds {summary['batch']}" in proc.stdout
     assert (root / "plots/seeds.png").read_bytes()[:4] == b"\x89PNG"
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'seeds'").iloc[0]
