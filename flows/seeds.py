@@ -21,7 +21,7 @@ from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
 from tasks.common import PipelineError, die_cleanly, write_json
-from tasks.experiments import aggregate, latest_batch, seed_champions, seed_runs, write_runs
+from tasks.experiments import aggregate, differences, latest_batch, seed_champions, seed_runs, write_runs
 from tasks.report import seeds_figure
 
 PNG = PLOTS / "seeds.png"
@@ -55,9 +55,16 @@ def report(cfg, batch: str | None) -> dict:
     summary = aggregate(runs, cfg.level)
     write_runs(runs, METRICS / "seeds")
     champions = seed_champions(shown, batch)
+    diffs = differences(runs, cfg.level)
     write_json(
         METRICS / "seeds.json",
-        {"batch": batch, "level": cfg.level, "algorithms": summary, "champion_by_seed": champions},
+        {
+            "batch": batch,
+            "level": cfg.level,
+            "algorithms": summary,
+            "differences": diffs,
+            "champion_by_seed": champions,
+        },
     )
     seeds_figure(summary, runs, PNG, cfg.level)
     mlflow = mlflow_setup(read_params())
@@ -80,6 +87,12 @@ def report(cfg, batch: str | None) -> dict:
             for k, iv in m.items()
         ]
         print(f"  {algo} ({m['kl']['n']} seeds): " + ", ".join(cells))
+    for pair, d in diffs.items():
+        cells = [
+            f"{k} {iv['diff']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]" + (" significant" if iv["significant"] else "")
+            for k, iv in d.items()
+        ]
+        print(f"  {pair} (Welch): " + ", ".join(cells))
     for c in champions:
         print(
             f"  champion gate, seed {c['seed']}: "

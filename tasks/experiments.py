@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from tasks import stats
 from tasks.common import atomic_path
 
@@ -90,6 +92,35 @@ def latest_batch(exp_show: list, prefix: str = "seeds-") -> str | None:
 def aggregate(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
     """{algo: {metric: {mean, se, lo, hi, n}}}: each metric's mean over seeds with its t-interval."""
     return {algo: {k: stats.t_interval([r[k] for r in rows], level) for k in AGGREGATED} for algo, rows in runs.items()}
+
+
+def welch_interval(a, b, level: float) -> dict | None:
+    """Difference of two means over seeds, mean(a) − mean(b), with Welch's t interval:
+    d ± t_{(1+level)/2, ν} · √(s_a²/n_a + s_b²/n_b), ν = (s_a²/n_a + s_b²/n_b)² / Σ (s²/n)²/(n − 1)
+    (Welch–Satterthwaite). Unpaired: seeds of two algorithms share nothing but the data. None below 2 each."""
+    from scipy.stats import t
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff, se = float(a.mean() - b.mean()), float(np.sqrt(va + vb))
+    if se == 0:
+        return {"diff": diff, "se": 0.0, "lo": diff, "hi": diff, "significant": diff != 0}
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(t.ppf((1 + level) / 2, dof)) * se
+    lo, hi = diff - half, diff + half
+    return {"diff": diff, "se": se, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0)}
+
+
+def differences(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
+    """{"<a>_vs_<b>": {metric: welch_interval}} for every two algorithms with ≥ 2 seeds each."""
+    algos = [a for a in runs if len(runs[a]) >= 2]
+    return {
+        f"{a}_vs_{b}": {k: welch_interval([r[k] for r in runs[a]], [r[k] for r in runs[b]], level) for k in AGGREGATED}
+        for i, a in enumerate(algos)
+        for b in algos[i + 1 :]
+    }
 
 
 def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:

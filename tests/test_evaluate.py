@@ -139,6 +139,25 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
     assert one["kl_ci_low"] == one["kl"] == one["kl_ci_high"] == 1.0
 
 
+def test_welch_interval_matches_hand_computed_values():
+    from tasks.experiments import differences, welch_interval
+
+    # a = 1,2,3; b = 4,5,6: s² = 1 each, se = √(1/3 + 1/3) = 0.8165, ν = (2/3)² / (2 · (1/3)² / 2) = 4,
+    # t_{0.975,4} = 2.7764: −3 ± 2.2670
+    d = welch_interval([1, 2, 3], [4, 5, 6], 0.95)
+    assert d["diff"] == -3 and d["se"] == pytest.approx(0.81650, rel=1e-4)
+    assert (d["lo"], d["hi"]) == pytest.approx((-5.2670, -0.7330), rel=1e-4) and d["significant"]
+    # unequal spread: a = 0, 2 (s² = 2), b = 1, 1, 1 (s² = 0): se = 1, ν = 1, t_{0.975,1} = 12.706
+    d = welch_interval([0, 2], [1, 1, 1], 0.95)
+    assert d["diff"] == 0 and (d["lo"], d["hi"]) == pytest.approx((-12.706, 12.706), rel=1e-4)
+    assert not d["significant"] and welch_interval([1.0], [2.0, 3.0], 0.95) is None
+    runs = {
+        a: [{"win_rate_gold": w, "gold_reward": w, "kl": w, "rm_score": w} for w in ws]
+        for a, ws in {"ppo": [1, 2, 3], "dpo": [4, 5, 6], "rto": [7]}.items()
+    }
+    assert list(differences(runs, 0.95)) == ["ppo_vs_dpo"]  # rto has one seed: no interval
+
+
 def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
     from tasks.experiments import aggregate, latest_batch, seed_champions, seed_runs
 

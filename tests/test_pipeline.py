@@ -141,6 +141,7 @@ def test_seeds_run_as_dvc_experiments_and_aggregate_with_intervals(full, record_
         assert win["mean"] == pytest.approx((float(rows[0]["win_rate_gold"]) + float(rows[1]["win_rate_gold"])) / 2)
         seed0 = json.loads((root / f"metrics/eval/{algo}.json").read_text())  # the workspace is seed 0
         assert float(rows[0]["kl"]) == pytest.approx(seed0["kl"])
+    assert set(summary["differences"]) == {"ppo_vs_dpo", "ppo_vs_rto", "dpo_vs_rto"}  # Welch, over seeds
     assert [c["seed"] for c in summary["champion_by_seed"]] == [0, 1]  # each seed's gate decision, read back
     assert all(c["reason"] and f"seed {c['seed']}:" in proc.stdout for c in summary["champion_by_seed"])
     assert f"seeds {summary['batch']}" in proc.stdout
