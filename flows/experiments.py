@@ -67,6 +67,8 @@ def seed_settings(stages: list[str], seed: int, params: dict) -> dict:
     return {f"{stage}.seed": seed for stage in stages if stage != "rto" or rto_own}
 
 
-def exp_show() -> list:
-    """`dvc exp show --json`: the workspace, the commit and every experiment with its params and metrics."""
-    return json.loads(dvc("exp", "show", "--json"))
+def exp_show(all_commits: bool = False) -> list:
+    """`dvc exp show --json`: the workspace, the commit and every experiment with its params and metrics;
+    all_commits: experiments of every commit (-A), for a batch whose baseline is no longer HEAD because
+    someone committed while it ran."""
+    return json.loads(dvc("exp", "show", "--json", *(["-A"] if all_commits else [])))

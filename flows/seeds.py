@@ -45,7 +45,7 @@ def run(cfg) -> str:
 
 
 def report(cfg, batch: str | None) -> dict:
-    shown = exp_show()
+    shown = exp_show(all_commits=True)  # the batch's baseline may no longer be HEAD
     batch = batch or latest_batch(shown)
     if batch is None:
         raise PipelineError("no seeds experiments yet: run `python -m flows.seeds run` first")
