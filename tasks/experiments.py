@@ -97,7 +97,8 @@ def aggregate(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
 def welch_interval(a, b, level: float) -> dict | None:
     """Difference of two means over seeds, mean(a) − mean(b), with Welch's t interval:
     d ± t_{(1+level)/2, ν} · √(s_a²/n_a + s_b²/n_b), ν = (s_a²/n_a + s_b²/n_b)² / Σ (s²/n)²/(n − 1)
-    (Welch–Satterthwaite). Unpaired: seeds of two algorithms share nothing but the data. None below 2 each."""
+    (Welch–Satterthwaite). Treated as unpaired (conservative: the algorithms share data, RM and SFT samples,
+    not a seed-by-seed pairing). None below 2 seeds each."""
     from scipy.stats import t
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
