@@ -137,9 +137,12 @@ def batch8_ratios(rows: list[dict]) -> dict:
     """At batch 8, tokens/s of ours with the configured sampler (ppo.rollout_precision) and with each copy,
     over plain fp32 `generate`."""
     from flows.common import read_params
+    from tasks.common import cpu_bf16_native
 
     by = {r["side"]: r["tokens_per_s"] for r in rows if r["batch"] == 8}
     precision = read_params()["ppo"].get("rollout_precision", "fp32")
+    if precision == "auto":  # as on a CPU run: bf16 where the CPU has bf16 units
+        precision = "bf16" if cpu_bf16_native() else "fp32"
     default = "ours" if precision == "fp32" else f"ours_{precision}"
     return {
         "rollout_precision": precision,

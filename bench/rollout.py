@@ -1,7 +1,7 @@
 """Rollout throughput: our generation module (tasks.generation.sample) vs a plain `model.generate` loop,
 same prompts, sampling settings (T = 1, top_k 0, top_p 1, 32 new tokens, stop at EOS), seeded; ours with
-the fp32 policy and with its int8 (and, on CPUs with bf16 units, bf16) sampling copy (ppo.rollout_precision),
-each copy's mean per-token KL to the fp32 policy beside it.
+the fp32 policy and with its bf16 sampling copy (ppo.rollout_precision; on a CPU without bf16 units the
+copy's speed is the emulated one), the copy's mean per-token KL to the fp32 policy beside it.
 
     python -m bench.rollout <model dir> <batch sizes, comma-separated> <prompts>   -> one JSON line
 
@@ -111,16 +111,13 @@ def copy_kl(model, copy, tok, prompts: list[str]) -> float:
 
 
 if __name__ == "__main__":
-    from tasks.common import cpu_bf16_native
     from tasks.models import load_lm, sampling_copy
 
     model_dir, sizes, n_prompts = sys.argv[1], [int(b) for b in sys.argv[2].split(",")], int(sys.argv[3])
     model, tok = load_lm(model_dir)
     model.eval()
     prompts = prompts_from_corpus(n_prompts)
-    copies = {"fp32": model, "int8": sampling_copy(model, "int8")}
-    if cpu_bf16_native():  # emulated bf16 is slower than fp32: not a rollout choice on such a CPU
-        copies["bf16"] = sampling_copy(model, "bf16")
+    copies = {"fp32": model, "bf16": sampling_copy(model, "bf16")}  # bf16 emulated where no bf16 units
     for m in copies.values():
         timed(ours, m, tok, prompts[:4], 4)  # warm-up (allocator, kernels, quantized packing)
     rows = []

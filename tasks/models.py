@@ -94,13 +94,13 @@ def save_pretrained(model, tok, out_dir, ctx: DistContext = SINGLE_PROCESS) -> N
 
 
 def sampling_copy(model, precision: str):
-    """The model that draws PPO/RTO rollouts: the policy itself (fp32) or a copy with bf16 or int8 weights.
+    """The model that draws PPO/RTO rollouts: the policy itself (fp32) or a copy with bf16 weights.
 
     Only the sampling distribution moves: the update recomputes every log-prob it trains on with the fp32
     policy, so a slightly different sampler makes the first minibatch's ratio differ from 1 by that much
-    (tests/test_generation.py bounds the per-token KL between the two). int8: PyTorch's dynamic quantization
-    of the linear layers, the LM head's too (weights int8 per tensor, activations quantized per batch): at a
-    rollout's batch sizes a decoding step reads every weight once, so a quarter of the bytes is most of the win.
+    (tests/test_generation.py bounds the per-token KL between the two). No int8 choice: PyTorch's dynamic
+    int8 quantization (activations quantized per tensor) put SmolLM2's sampler ~2 nats/token from the
+    policy (docs/results.md), far outside that bound.
     """
     if precision == "fp32":
         return model
@@ -110,12 +110,4 @@ def sampling_copy(model, precision: str):
     for m in clone.modules():  # the copy samples; its head need not be fp32
         if type(m) is FP32Linear:
             m.__class__ = torch.nn.Linear
-    if precision == "bf16":
-        return clone.to(torch.bfloat16)
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():  # torch.ao's dynamic quantization warns that it moves to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(clone, {torch.nn.Linear}, dtype=torch.qint8)
+    return clone.to(torch.bfloat16)

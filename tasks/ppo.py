@@ -45,7 +45,10 @@ def rollout(
     batch_prompts = prompt_rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))[ctx.rank :: ctx.world]
     pol.model.eval()  # dropout is off and the policy in eval mode: log-probs match the sampler's
     seed = cfg.seed * 7919 + iteration + 104_729 * ctx.rank
-    sampler = sampling_copy(pol.model, cfg.rollout_precision)
+    precision = cfg.rollout_precision
+    if precision == "auto":
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    sampler = sampling_copy(pol.model, precision)
     responses = sample(
         sampler,
         pol.tok,

@@ -271,7 +271,7 @@ def mean_token_kl(model, other, packed) -> float:
     return float((kl * packed["response_mask"]).sum() / packed["response_mask"].sum())
 
 
-@pytest.mark.parametrize("precision, bound", [("bf16", 0.002), ("int8", 0.02)])
+@pytest.mark.parametrize("precision, bound", [("bf16", 0.002)])
 def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
     """The rollout copy's next-token distributions on a fixed batch are within `bound` nats/token of the
     fp32 policy's; a different model of the same shape is far outside it (so the bound can fail)."""
