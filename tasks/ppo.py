@@ -57,7 +57,7 @@ def rollout(
         cfg.generation,
         seed,
         device,
-        dtype if sampler is pol.model else torch.float32,  # a bf16/int8 copy computes in its own precision
+        dtype if sampler is pol.model else torch.float32,  # a bf16 copy computes in its own precision
         cfg.max_prompt_len,
         desc=f"rollout {iteration + 1}",
     )
@@ -216,7 +216,11 @@ def train_ppo(
     value_opt = torch.optim.AdamW(pol.value.parameters(), lr=cfg.value_lr, eps=1e-5)
     prompt_rng, running = random.Random(cfg.seed), RunningMoments()
     beta, history = cfg.kl.coef, []
-    fingerprint = {"cfg": cfg.model_dump(exclude={"checkpoint_every"}), "prompts": prompts, "texts": texts}
+    fingerprint = {
+        "cfg": cfg.model_dump(exclude={"checkpoint_every", "checkpoint_minutes"}),
+        "prompts": prompts,
+        "texts": texts,
+    }
     ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
     start = 0
     if state := ckpt.load({"policy": pol.model, "value": pol.value}):

@@ -84,7 +84,7 @@ def fit(
     total = num_steps(len(items), cfg)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     fingerprint = {
-        "cfg": cfg.model_dump(exclude={"checkpoint_every"}),
+        "cfg": cfg.model_dump(exclude={"checkpoint_every", "checkpoint_minutes"}),
         "items": hashlib.sha256(repr(items).encode()).hexdigest(),
     }
     ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
