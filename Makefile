@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install --quiet -e ".[test]" >> $(VENV)/install.log 2>&1 || (tail -30 $(VENV)/install.log; exit 1)
 	@touch $@
 
+# --relink: outputs become read-only hard links into DVC's cache (.dvc/config cache.type), not a second copy
 repro: setup          ## the whole pipeline on the default params
 	dvc repro
+	dvc checkout --relink
 
 test: setup           ## the test suite (tiny model, real DVC/Prefect/MLflow)
 	$(PY) -m pytest

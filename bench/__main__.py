@@ -5,9 +5,12 @@ a table and writes bench/results/<date>-<machine>.json:
   1. DPO training throughput, ours vs TRL's DPOTrainer: tiny model and SmolLM2-135M (bench/dpo.py)
   2. rollout tokens/s, ours vs plain model.generate at batch 8, 32, 64: SmolLM2-135M (bench/rollout.py)
   3. pipeline overhead: the SFT loop bare vs in a Prefect flow + MLflow run; a no-op dvc repro (bench/overhead.py)
-  4. GPU step time / MFU: only on a CUDA machine (none here: recorded as not measured)
+  4. fp32 vs bf16 autocast: a scoring forward and a training step, SmolLM2-135M (bench/precision.py)
+  5. GPU step time / MFU: only on a CUDA machine (none here: recorded as not measured)
+The side-by-side `dvc repro` of two commits is its own command (an hour): python -m bench.repro OLD NEW;
+its newest result is copied into this JSON as `repro`.
 
-    python -m bench [--smollm models/base] [--repo .] [--quick] [--only dpo|rollout|overhead]
+    python -m bench [--smollm models/base] [--repo .] [--quick] [--only dpo|rollout|overhead|precision]
 """
 
 from __future__ import annotations
@@ -61,8 +64,17 @@ def machine() -> dict:
         platform.processor(),
     )
     mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")))
+    flags = next(
+        (
+            ln.split(":", 1)[1].split()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("flags")
+        ),
+        [],
+    )
     return {
         "cpu": cpu,
+        "cpu_flags": sorted(set(flags) & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"}),
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 2**20, 1),
         "gpu": torch.cuda.is_available(),
@@ -79,7 +91,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps and prompts (a smoke run, not for the record)")
     ap.add_argument(
         "--only",
-        choices=["dpo", "rollout", "overhead"],
+        choices=["dpo", "rollout", "overhead", "precision"],
         help="rerun one part and update today's results JSON (the other parts kept as they were)",
     )
     a = ap.parse_args()
@@ -102,14 +114,41 @@ def main() -> None:
                 "model": "smollm2-135m" if smollm else "tiny",
                 **child("bench.rollout", smollm or models["tiny"], "8,32,64", 32 if q else 64),
             }
+            res["rollout"]["batch8"] = batch8_ratios(res["rollout"]["rows"])
+        if run("precision"):
+            res["precision"] = {
+                "model": "smollm2-135m" if smollm else "tiny",
+                **child("bench.precision", smollm or models["tiny"]),
+            }
         if run("overhead"):
             res["overhead"] = child("bench.overhead", smollm or models["tiny"], 3 if q else 8, a.repo, models["tiny"])
+    side_by_side = sorted((ROOT / "bench/results").glob("*-repro-side-by-side.json"))
+    if side_by_side:
+        res["repro"] = {**json.loads(side_by_side[-1].read_text())["repro"], "from": side_by_side[-1].name}
     res["gpu"] = "not measured: no CUDA device on this machine (the device tool lent none to this session)"
     res["seconds" if not a.only else f"seconds_{a.only}"] = time.time() - t0
     print_table(res)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"\nwritten: {out.relative_to(ROOT)} ({(time.time() - t0) / 60:.1f} min)")
+
+
+def batch8_ratios(rows: list[dict]) -> dict:
+    """At batch 8, tokens/s of ours with the configured sampler (ppo.rollout_precision) and with each copy,
+    over plain fp32 `generate`."""
+    from flows.common import read_params
+    from tasks.common import cpu_bf16_native
+
+    by = {r["side"]: r["tokens_per_s"] for r in rows if r["batch"] == 8}
+    precision = read_params()["ppo"].get("rollout_precision", "fp32")
+    if precision == "auto":  # as on a CPU run: bf16 where the CPU has bf16 units
+        precision = "bf16" if cpu_bf16_native() else "fp32"
+    default = "ours" if precision == "fp32" else f"ours_{precision}"
+    return {
+        "rollout_precision": precision,
+        "ratio_vs_generate": by[default] / by["plain_generate"] if default in by else None,
+        **{f"{side}_vs_generate": v / by["plain_generate"] for side, v in by.items() if side != "plain_generate"},
+    }
 
 
 def print_table(res: dict) -> None:
@@ -120,7 +159,19 @@ def print_table(res: dict) -> None:
         print_rollout(res["rollout"])
     if "overhead" in res:
         print_overhead(res["overhead"])
-    print(f"\n4. GPU: {res['gpu']}")
+    if "precision" in res:
+        p = res["precision"]
+        print(
+            f"\n4. bf16 autocast ({p['model']}, native bf16: {p['bf16_native']}): forward fp32/bf16 "
+            f"{p['forward_ratio']:.2f}x, train step {p['train_step_ratio']:.2f}x"
+        )
+    if "repro" in res:
+        r = res["repro"]
+        print(
+            f"   dvc repro side by side: old {r['old_s'] / 60:.1f} min, new {r['new_s'] / 60:.1f} min "
+            f"(new/old {r['ratio']:.2f})"
+        )
+    print(f"\n5. GPU: {res['gpu']}")
 
 
 def print_dpo(dpo: dict) -> None:
@@ -152,6 +203,10 @@ def print_rollout(r: dict) -> None:
         )
     top = max(x["batch"] for x in r["rows"])
     print(f"ours at batch {top} vs plain generate at batch 8: {by[('ours', top)] / by[('plain_generate', 8)]:.2f}x")
+    for side in sorted({x["side"] for x in r["rows"]} - {"plain_generate", "ours"}):
+        print(f"{side} at batch 8: {by[(side, 8)] / by[('plain_generate', 8)]:.2f}x plain generate")
+    for p, kl in r.get("copy_kl_per_token", {}).items():
+        print(f"{p} sampling copy: mean KL to the fp32 policy {kl:.4f} nats/token")
     prof = r["profile_batch8"]
     print(
         f"batch-8 profile: matrix multiplies {100 * prof['matmul_share']:.0f} % of CPU time; top ops: "

@@ -1,5 +1,7 @@
 """Rollout throughput: our generation module (tasks.generation.sample) vs a plain `model.generate` loop,
-same prompts, sampling settings (T = 1, top_k 0, top_p 1, 32 new tokens, stop at EOS), fp32, seeded.
+same prompts, sampling settings (T = 1, top_k 0, top_p 1, 32 new tokens, stop at EOS), seeded; ours with
+the fp32 policy and with its bf16 sampling copy (ppo.rollout_precision; on a CPU without bf16 units the
+copy's speed is the emulated one), the copy's mean per-token KL to the fp32 policy beside it.
 
     python -m bench.rollout <model dir> <batch sizes, comma-separated> <prompts>   -> one JSON line
 
@@ -93,24 +95,47 @@ def timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def copy_kl(model, copy, tok, prompts: list[str]) -> float:
+    """Mean per-token KL(policy || sampling copy) of next-token distributions on the policy's own samples."""
+    from tasks.config import Generation
+    from tasks.generation import pack, response_logits, sample
+
+    cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=16)
+    s = sample(model, tok, prompts, 1, cfg, seed=1, desc="kl batch")
+    packed = pack([r["query"] for r in s], [r["response"] for r in s], tok.pad_token_id)
+    with torch.no_grad():
+        lp = response_logits(model, packed).float().log_softmax(-1)
+        lq = response_logits(copy, packed).float().log_softmax(-1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    return float((kl * packed["response_mask"]).sum() / packed["response_mask"].sum())
+
+
 if __name__ == "__main__":
-    from tasks.models import load_lm
+    from tasks.models import load_lm, sampling_copy
 
     model_dir, sizes, n_prompts = sys.argv[1], [int(b) for b in sys.argv[2].split(",")], int(sys.argv[3])
     model, tok = load_lm(model_dir)
     model.eval()
     prompts = prompts_from_corpus(n_prompts)
-    timed(plain_generate, model, tok, prompts[:4], 4)  # warm-up (allocator, kernels)
+    copies = {"fp32": model, "bf16": sampling_copy(model, "bf16")}  # bf16 emulated where no bf16 units
+    for m in copies.values():
+        timed(ours, m, tok, prompts[:4], 4)  # warm-up (allocator, kernels, quantized packing)
     rows = []
     for b in sizes:
-        for side, fn in (("plain_generate", plain_generate), ("ours", ours)):
-            s, n = timed(fn, model, tok, prompts, b)
+        sides = [("plain_generate", plain_generate, model)] + [
+            ("ours" if p == "fp32" else f"ours_{p}", ours, m) for p, m in copies.items()
+        ]
+        for side, fn, m in sides:
+            s, n = timed(fn, m, tok, prompts, b)
             rows.append({"side": side, "batch": b, "seconds": s, "tokens": n, "tokens_per_s": n / s})
     print(
         "BENCH "
         + json.dumps(
             {
                 "rows": rows,
+                "copy_kl_per_token": {
+                    p: copy_kl(model, m, tok, prompts[:16]) for p, m in copies.items() if p != "fp32"
+                },
                 "profile_batch8": profile(model, tok, prompts),
                 "prompts": n_prompts,
                 "new_tokens": NEW_TOKENS,

@@ -83,6 +83,7 @@ def pipeline(
         env = dict(os.environ, RLHF_PARENT_RUN_ID=run.info.run_id, RLHF_DVC_EXPERIMENT=tags["dvc_experiment"])
         try:
             run_dvc(args, env)
+            run_dvc(["dvc", "checkout", "--relink"], env)  # outputs linked into DVC's cache, not copied
         except Exception as e:
             mlflow.set_tag("error", str(e)[:5000])
             mlflow.end_run(status="FAILED")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -40,16 +41,28 @@ def set_rng_state(s: dict) -> None:
 
 
 class Checkpoint:
-    """The resume point of one stage: `directory` holds it; `stage` names it in messages."""
+    """The resume point of one stage: `directory` holds it; `stage` names it in messages.
 
-    def __init__(self, directory: Path | None, stage: str, every: int, fingerprint: dict):
+    A checkpoint is written at steps that are multiples of `every`, and only once `minutes` of training have
+    passed since the stage started or since the last one: writing SmolLM2's SFT state is ~1.6 GB (weights and
+    AdamW's two moments), which pays only when a crash would lose more work than that costs.
+    """
+
+    def __init__(self, directory: Path | None, stage: str, every: int, fingerprint: dict, minutes: float = 0.0):
         # no directory: checkpointing is off (due() is never true, load() finds nothing)
         self.stage, self.every = stage, every if directory else 0
         self.dir = Path(directory) if directory else None
         self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+        self.min_interval_s, self.last_save = 60.0 * minutes, time.monotonic()
 
-    def due(self, step: int) -> bool:
-        return bool(self.every) and step % self.every == 0
+    def due(self, step: int, ctx=None) -> bool:
+        """True on every process alike (ctx: the DistContext; the clock's verdict is summed over processes)."""
+        if not self.every or step % self.every:
+            return False
+        late = time.monotonic() - self.last_save >= self.min_interval_s
+        if ctx is not None and ctx.world > 1:
+            late = bool(ctx.all_sum(torch.tensor([float(late)], device=ctx.accelerator.device)).item() > 0)
+        return late
 
     def save(self, step: int, models: dict, state: dict) -> None:
         """models: {name: nn.Module} saved as safetensors; state: tensors / plain values / state dicts."""
@@ -60,6 +73,7 @@ class Checkpoint:
             for name, m in models.items():
                 save_model(m, str(Path(tmp) / f"{name}.safetensors"))
             torch.save({"step": step, "key": self.key, "rng": rng_state(), **state}, Path(tmp) / "state.pt")
+        self.last_save = time.monotonic()
 
     def load(self, models: dict) -> dict | None:
         """The saved state (models restored in place), or None when there is none for these params."""

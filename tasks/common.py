@@ -106,8 +106,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(compute) -> tuple[str, torch.dtype]:
-    """(device, autocast dtype) from the compute config: bf16 only where the GPU supports it."""
+def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has bf16 arithmetic (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo's flags)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def pick_device(compute, cpuinfo: str | None = None) -> tuple[str, torch.dtype]:
+    """(device, autocast dtype) from the compute config: bf16 where the GPU or CPU computes it natively."""
     import torch
 
     if compute.threads:
@@ -116,10 +127,12 @@ def pick_device(compute) -> tuple[str, torch.dtype]:
     if compute.device == "cuda" and not cuda:
         raise PipelineError("compute.device is 'cuda' but no CUDA device is visible")
     device = "cuda" if (compute.device == "cuda" or (compute.device == "auto" and cuda)) else "cpu"
-    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    bf16_ok = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_bf16_native(cpuinfo)
     if compute.precision == "bf16" and not bf16_ok:
-        # bf16 on this kind of CPU is ~8x slower than fp32 (no bf16 units): refuse rather than crawl.
-        raise PipelineError("compute.precision is 'bf16' but the device has no bf16 support (use fp32 or auto)")
+        # Without bf16 units the CPU emulates it, several times slower than fp32: refuse rather than crawl.
+        raise PipelineError(
+            "compute.precision is 'bf16' but this device has no native bf16 (no amx_bf16/avx512_bf16): use fp32 or auto"
+        )
     use_bf16 = compute.precision == "bf16" or (compute.precision == "auto" and bf16_ok)
     return device, (torch.bfloat16 if use_bf16 else torch.float32)
 

@@ -157,6 +157,9 @@ class TrainConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig, description="parameter-efficient fine-tuning")
     eval_batch_size: int = Field(16, ge=1, description="batch size of forward-only evaluation")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    checkpoint_minutes: float = Field(
+        10.0, ge=0, description="and only once this many minutes of training passed since the last one (0: at every N)"
+    )
 
     _f = field_validator("lr", "weight_decay", "max_grad_norm", "epochs", mode="before")(_no_nan)
 
@@ -228,6 +231,9 @@ class PPOConfig(Section):
     seed: int = Field(0, description="seed of prompt order, sampling and ptx batches")
     iterations: int = Field(3, ge=1, description="rollout + update iterations")
     checkpoint_every: int = Field(2, ge=0, description="save a resumable checkpoint every N iterations (0: never)")
+    checkpoint_minutes: float = Field(
+        10.0, ge=0, description="and only once this many minutes of training passed since the last one (0: at every N)"
+    )
     rollout_batch_size: int = Field(32, ge=1, description="prompts (episodes) per iteration")
     minibatch_size: int = Field(8, ge=1, description="episodes per gradient step")
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
@@ -249,6 +255,11 @@ class PPOConfig(Section):
     missing_eos_penalty: float = Field(0.0, le=0, description="added to the score of responses without EOS")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     generation: Generation = Field(default_factory=Generation, description="rollout sampling")
+    rollout_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="weights of the copy that samples rollouts (the update's log-probs are always the policy's "
+        "fp32 weights): auto = bf16 when compute.precision resolves to bf16, else the fp32 policy itself",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
 
     _f = field_validator("lr", "value_lr", "ptx_coef", mode="before")(_no_nan)

@@ -33,7 +33,7 @@ from tasks.common import seed_everything
 from tasks.context import SINGLE_PROCESS, DistContext, autocast, to_device
 from tasks.generation import pack, response_logits, response_logprobs, sample
 from tasks.gold import scored_text
-from tasks.models import merged
+from tasks.models import merged, sampling_copy
 from tasks.policy import Policy, RunningMoments, process_scores, ptx_batch, values_of
 from tasks.reward import TokenScorer, sequence_rewards
 
@@ -45,15 +45,19 @@ def rollout(
     batch_prompts = prompt_rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))[ctx.rank :: ctx.world]
     pol.model.eval()  # dropout is off and the policy in eval mode: log-probs match the sampler's
     seed = cfg.seed * 7919 + iteration + 104_729 * ctx.rank
+    precision = cfg.rollout_precision
+    if precision == "auto":
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    sampler = sampling_copy(pol.model, precision)
     responses = sample(
-        pol.model,
+        sampler,
         pol.tok,
         batch_prompts,
         1,
         cfg.generation,
         seed,
         device,
-        dtype,
+        dtype if sampler is pol.model else torch.float32,  # a bf16 copy computes in its own precision
         cfg.max_prompt_len,
         desc=f"rollout {iteration + 1}",
     )
@@ -212,8 +216,12 @@ def train_ppo(
     value_opt = torch.optim.AdamW(pol.value.parameters(), lr=cfg.value_lr, eps=1e-5)
     prompt_rng, running = random.Random(cfg.seed), RunningMoments()
     beta, history = cfg.kl.coef, []
-    fingerprint = {"cfg": cfg.model_dump(exclude={"checkpoint_every"}), "prompts": prompts, "texts": texts}
-    ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint)
+    fingerprint = {
+        "cfg": cfg.model_dump(exclude={"checkpoint_every", "checkpoint_minutes"}),
+        "prompts": prompts,
+        "texts": texts,
+    }
+    ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
     start = 0
     if state := ckpt.load({"policy": pol.model, "value": pol.value}):
         opt.load_state_dict(state["optimizer"])
@@ -245,7 +253,7 @@ def train_ppo(
         history.append(row)
         if on_iter:
             on_iter(it + 1, row)
-        if ckpt.due(it + 1) and it + 1 < cfg.iterations and ctx.is_main:  # + KL controller, reward norm
+        if ckpt.due(it + 1, ctx) and it + 1 < cfg.iterations and ctx.is_main:  # + KL controller, reward norm
             ckpt.save(
                 it + 1,
                 {"policy": pol.model, "value": pol.value},

@@ -84,10 +84,10 @@ def fit(
     total = num_steps(len(items), cfg)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     fingerprint = {
-        "cfg": cfg.model_dump(exclude={"checkpoint_every"}),
+        "cfg": cfg.model_dump(exclude={"checkpoint_every", "checkpoint_minutes"}),
         "items": hashlib.sha256(repr(items).encode()).hexdigest(),
     }
-    ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint)
+    ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
     start, history = 0, []
     if state := ckpt.load({"model": model}):
         opt.load_state_dict(state["optimizer"])
@@ -122,7 +122,7 @@ def fit(
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if on_step:
             on_step(step + 1, row)
-        if ckpt.due(step + 1) and step + 1 < total:
+        if ckpt.due(step + 1, ctx) and step + 1 < total:
             if ctx.is_main:
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history}
                 ckpt.save(step + 1, {"model": model}, state)

@@ -235,3 +235,60 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     assert torch.allclose(loss, want, rtol=1e-6, atol=0)
     for g, w in zip(grads, want_grads):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def peaked_lm():
+    """A tiny random Llama with larger weights, so its next-token distributions are far from uniform."""
+    from tasks.models import fp32_heads
+
+    tok = tiny_tokenizer(TEXTS, vocab_size=300)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    return fp32_heads(LlamaForCausalLM(cfg).eval()), tok
+
+
+def mean_token_kl(model, other, packed) -> float:
+    """Mean over response tokens of KL(model's next-token distribution || other's)."""
+    from tasks.generation import response_logits
+
+    with torch.no_grad():
+        lp = response_logits(model, packed).float().log_softmax(-1)
+        lq = response_logits(other, packed).float().log_softmax(-1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    return float((kl * packed["response_mask"]).sum() / packed["response_mask"].sum())
+
+
+@pytest.mark.parametrize("precision, bound", [("bf16", 0.002)])
+def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
+    """The rollout copy's next-token distributions on a fixed batch are within `bound` nats/token of the
+    fp32 policy's; a different model of the same shape is far outside it (so the bound can fail)."""
+    from tasks.generation import pack, response_logits
+    from tasks.models import fp32_heads, sampling_copy
+
+    model, tok = peaked_lm
+    ids = [tok(t)["input_ids"] for t in TEXTS[:6]]
+    packed = pack([i[:3] for i in ids], [i[3:] for i in ids], tok.pad_token_id)
+    with torch.no_grad():
+        logp = response_logits(model, packed).log_softmax(-1)
+    entropy = float(-(logp.exp() * logp).sum(-1).mean())
+    assert entropy < torch.log(torch.tensor(float(len(tok)))) - 1.0  # peaked, far from uniform
+    copy = sampling_copy(model, precision)
+    assert copy is not model and all(p.dtype == torch.float32 for p in model.parameters())
+    assert 0 < mean_token_kl(model, copy, packed) < bound
+    torch.manual_seed(1)
+    stranger = fp32_heads(LlamaForCausalLM(model.config).eval())
+    assert mean_token_kl(model, stranger, packed) > 20 * bound
+    assert sampling_copy(model, "fp32") is model

@@ -27,6 +27,7 @@ def full(tmp_path_factory, prefect_server):
     t0 = time.time()
     run_cmd(root, "dvc", "repro", PREFECT_API_URL=prefect_server)
     seconds = time.time() - t0
+    run_cmd(root, "dvc", "checkout", "--relink")  # as `make repro` does
     run_cmd(root, "git", "add", "-A")
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny run")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
@@ -49,6 +50,8 @@ def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):
         assert col in table
     sft = json.loads((full["root"] / "metrics/eval/sft.json").read_text())
     assert sft["kl"] == 0 and sft["win_rate_gold"] == 0.5  # SFT against itself
+    weights = full["root"] / "models/sft/model.safetensors"  # one copy on disk: a read-only link into the cache
+    assert weights.stat().st_nlink >= 2 and not weights.stat().st_mode & 0o222
 
 
 def test_gate_promotes_and_the_champion_loads_and_generates(full):

@@ -27,7 +27,7 @@ def test_killed_sft_resumes_and_matches_the_uninterrupted_run(tiny_pipeline):
     saved = {p: (root / p).read_text() for p in ("params.yaml", "metrics/sft.json", "metrics/sft_steps.csv")}
     ckpt = root / ".checkpoints/sft/state.pt"
     try:
-        set_params(root, sft={"max_steps": 400, "checkpoint_every": 20})
+        set_params(root, sft={"max_steps": 400, "checkpoint_every": 20, "checkpoint_minutes": 0})
         run_cmd(root, "python", "-m", "flows.sft", PREFECT_API_URL=api)  # uninterrupted
         ref, ref_steps = json.loads((root / "metrics/sft.json").read_text()), steps_csv(root)
         assert not ckpt.parent.exists()  # deleted on success
@@ -119,3 +119,23 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_loaded(tmp_path
     before = {k: v.clone() for k, v in scorer.state_dict().items()}
     assert ckpt.load({"model": scorer}) is None
     assert all(torch.equal(before[k], v) for k, v in scorer.state_dict().items())
+
+
+def test_checkpoints_are_written_only_once_they_pay(tmp_path, monkeypatch):
+    """Due at multiples of `every`, and only when `minutes` of training passed since the start or last save."""
+    from tasks import checkpoint
+
+    clock = [1000.0]
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+    ckpt = checkpoint.Checkpoint(tmp_path / "sft", "sft", 5, {"cfg": 1}, minutes=10)
+    assert not ckpt.due(5)  # 0 s in
+    clock[0] += 599
+    assert not ckpt.due(10)  # 9:59 in
+    clock[0] += 1
+    assert ckpt.due(15) and not ckpt.due(16)  # 10:00 in, but only at a multiple of 5
+    ckpt.save(15, {"model": torch.nn.Linear(2, 2)}, {"history": []})
+    assert not ckpt.due(20)  # the clock restarts at a save
+    clock[0] += 600
+    assert ckpt.due(20)
+    assert checkpoint.Checkpoint(tmp_path / "x", "x", 5, {}, minutes=0).due(5)
+    assert not checkpoint.Checkpoint(None, "x", 5, {}, minutes=0).due(5)  # no directory: off

@@ -39,15 +39,19 @@ def test_tiny_repro_through_rm(tiny_pipeline):
     # the saved RM + its gain/bias give the held-out prompts' SFT completions mean 0 and std 1
     from types import SimpleNamespace
 
+    from tasks import config
+    from tasks.common import pick_device
     from tasks.models import load_scalar_model
     from tasks.reward import build_groups, score_groups
 
-    rm_cfg = SimpleNamespace(**yaml.safe_load((root / "params.yaml").read_text())["rm"])
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    rm_cfg = SimpleNamespace(**params["rm"])
+    _, dtype = pick_device(config.load("compute", params))  # the stage's precision (bf16 on CPUs with bf16 units)
     model, tok = load_scalar_model(root / "models/rm")
     _, held = build_groups(pairs, tok, rm_cfg)
     r = [
         x * norm["gain"] + norm["bias"]
-        for g in score_groups(model, held, tok.pad_token_id, 16, "cpu", torch.float32, norm["pooling"])
+        for g in score_groups(model, held, tok.pad_token_id, 16, "cpu", dtype, norm["pooling"])
         for x in g
     ]
     assert len(r) > 10 and abs(statistics.fmean(r)) < 1e-4 and abs(statistics.pstdev(r) - 1) < 1e-4
