@@ -34,14 +34,32 @@ def param(params: dict, dotted: str):
     return params if params != {} else None
 
 
+def unfinished(exp_show: list) -> set[str]:
+    """Names of the experiments DVC lists as queued, running or failed (their `executor.state`): what their
+    metrics files hold is the baseline's or a half-run's, not a result."""
+    out: set[str] = set()
+    stack = [exp_show]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            state = (node.get("executor") or {}).get("state") if isinstance(node.get("executor"), dict) else None
+            if state not in (None, "success") and node.get("name"):
+                out.add(node["name"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
 def revisions(exp_show: list, prefix: str | None):
     """(name, params, {algo: eval metrics}) of the workspace (prefix None) or of every experiment whose name
-    starts with prefix; failed experiments (their metrics files are the baseline's) and skipped policies
-    are left out."""
+    starts with prefix; failed, queued and running experiments (their metrics files are the baseline's or a
+    half-run's) and skipped policies are left out."""
+    skip = unfinished(exp_show)
     for node in walk(exp_show):
         name = node.get("name") or node.get("rev")
         wanted = name == "workspace" if prefix is None else str(node.get("name") or "").startswith(prefix)
-        if not wanted or node.get("error"):
+        if not wanted or node.get("error") or name in skip:
             continue
         data = node["data"]
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
@@ -70,10 +88,10 @@ def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
 def seed_champions(exp_show: list, batch: str) -> list[dict]:
     """[{experiment, seed, promoted, policy, reason}] of the batch's experiments, by seed: what the champion
     gate decided in each (its metrics/champion.json), so a reader sees whether the seeds agree."""
-    out = {}
+    out, skip = {}, unfinished(exp_show)
     for node in walk(exp_show):
         name = str(node.get("name") or "")
-        if not name.startswith(f"{batch}-s") or node.get("error"):
+        if not name.startswith(f"{batch}-s") or node.get("error") or name in skip:
             continue
         decision = ((node["data"].get("metrics") or {}).get("metrics/champion.json") or {}).get("data") or {}
         seed = int(name.rsplit("-s", 1)[1])

@@ -174,6 +174,17 @@ def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
         node("seeds-20261203-090000-s1", 0.7),
         node("seeds-20261203-090000-s2", 0.8),
         {**node("seeds-20261203-090000-s3", 0.2), "error": {"msg": "failed"}},
+        # still running: DVC lists it with its temporary workspace's (the baseline's) metrics
+        {
+            "revs": [node("seeds-20261203-090000-s4", 0.99)],
+            "executor": {"state": "running"},
+            "name": "seeds-20261203-090000-s4",
+        },
+        {
+            "revs": [node("seeds-20261203-090000-s5", 0.99)],
+            "executor": {"state": "queued"},
+            "name": "seeds-20261203-090000-s5",
+        },
     ]
     batch = latest_batch(show)
     assert batch == "seeds-20261203-090000"
