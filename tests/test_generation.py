@@ -15,23 +15,29 @@ TEXTS = [
 ] * 20
 
 
-@pytest.fixture(scope="module")
-def lm():
+def tiny_llama(hidden: int, initializer_range: float = 0.02):
+    """(a random 2-layer Llama, its BPE tokenizer trained on TEXTS), seeded."""
     tok = tiny_tokenizer(TEXTS, vocab_size=300)
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=128,
+        initializer_range=initializer_range,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
     )
     return LlamaForCausalLM(cfg).eval(), tok
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_llama(32)
 
 
 PROMPTS = ["the movie", "a dull plot, a boring", "I loved"]  # different lengths -> left padding
@@ -242,22 +248,8 @@ def peaked_lm():
     """A tiny random Llama with larger weights, so its next-token distributions are far from uniform."""
     from tasks.models import fp32_heads
 
-    tok = tiny_tokenizer(TEXTS, vocab_size=300)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-    )
-    return fp32_heads(LlamaForCausalLM(cfg).eval()), tok
+    model, tok = tiny_llama(64, initializer_range=0.2)
+    return fp32_heads(model), tok
 
 
 def mean_token_kl(model, other, packed) -> float:
