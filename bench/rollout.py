@@ -1,7 +1,7 @@
 """Rollout throughput: our generation module (tasks.generation.sample) vs a plain `model.generate` loop,
 same prompts, sampling settings (T = 1, top_k 0, top_p 1, 32 new tokens, stop at EOS), seeded; ours with
-the fp32 policy and with its bf16 sampling copy (ppo.rollout_precision; on a CPU without bf16 units the
-copy's speed is the emulated one), the copy's mean per-token KL to the fp32 policy beside it.
+the fp32 policy and with its bf16 and int8 sampling copies (ppo.rollout_precision; on a CPU without bf16
+units their speed is the emulated one), each copy's mean per-token KL to the fp32 policy beside it.
 
     python -m bench.rollout <model dir> <batch sizes, comma-separated> <prompts>   -> one JSON line
 
@@ -117,7 +117,8 @@ if __name__ == "__main__":
     model, tok = load_lm(model_dir)
     model.eval()
     prompts = prompts_from_corpus(n_prompts)
-    copies = {"fp32": model, "bf16": sampling_copy(model, "bf16")}  # bf16 emulated where no bf16 units
+    # bf16 (and int8's bf16 activations) emulated where the CPU has no bf16 units
+    copies = {p: sampling_copy(model, p) for p in ("fp32", "bf16", "int8")}
     for m in copies.values():
         timed(ours, m, tok, prompts[:4], 4)  # warm-up (allocator, kernels, quantized packing)
     rows = []

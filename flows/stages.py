@@ -2,6 +2,7 @@
 in one or several processes, logging and registering a model, a skipped stage, the policy-stage frame."""
 
 import json
+from pathlib import Path
 
 from prefect import task
 
@@ -13,7 +14,6 @@ from tasks.common import PipelineError, atomic_path
 from tasks.data import load_split
 from tasks.launch import check_divisible
 from tasks.launch import run as run_training
-from tasks.models import load_lm, load_scalar_model
 
 # stage -> (prompt split it generates from, section whose max_prompt_len applies)
 PROMPT_SPLITS = {
@@ -84,14 +84,9 @@ def register(
 ) -> str | None:
     """Log the model in model_dir to the active MLflow run; register it as '<prefix>-<name or stage>'."""
     trk = config.load("tracking", read_params())
-    if kind == "reward":
-        model, tok = load_scalar_model(model_dir)
-        task_name = "text-classification"
-    else:
-        model, tok = load_lm(model_dir)
-        task_name = "text-generation"
+    task_name = "text-classification" if kind == "reward" else "text-generation"
     registered = f"{trk.registered_prefix}-{name or stage}" if trk.register_models else None
-    return tracking.log_model(model, tok, task_name, registered, tags={"stage": stage, **(tags or {}), **metrics})
+    return tracking.log_model(Path(model_dir), task_name, registered, tags={"stage": stage, **(tags or {}), **metrics})
 
 
 def skipped(stage: str) -> bool:

@@ -255,10 +255,11 @@ class PPOConfig(Section):
     missing_eos_penalty: float = Field(0.0, le=0, description="added to the score of responses without EOS")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     generation: Generation = Field(default_factory=Generation, description="rollout sampling")
-    rollout_precision: Literal["auto", "fp32", "bf16"] = Field(
+    rollout_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
         description="weights of the copy that samples rollouts (the update's log-probs are always the policy's "
-        "fp32 weights): auto = bf16 when compute.precision resolves to bf16, else the fp32 policy itself",
+        "fp32 weights): auto = bf16 when compute.precision resolves to bf16, else the fp32 policy itself; "
+        "int8 = int8 weight-only linears with bf16 activations (fast only on a CPU with bf16 units)",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
 

@@ -93,21 +93,65 @@ def save_pretrained(model, tok, out_dir, ctx: DistContext = SINGLE_PROCESS) -> N
         tok.save_pretrained(out_dir)
 
 
-def sampling_copy(model, precision: str):
-    """The model that draws PPO/RTO rollouts: the policy itself (fp32) or a copy with bf16 weights.
+def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 weight-only quantization per output channel of a (out, in) weight W:
+        s_i = max_j |W_ij| / 127,   Q_ij = round(W_ij / s_i) in [-127, 127],   W ~ Q * s[:, None]
+    (each entry off by at most s_i / 2). Returns (Q int8 (out, in), s float32 (out,)).
+    """
+    scale = weight.float().abs().amax(dim=1).clamp(min=1e-12) / 127
+    q = torch.round(weight.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
 
-    Only the sampling distribution moves: the update recomputes every log-prob it trains on with the fp32
-    policy, so a slightly different sampler makes the first minibatch's ratio differ from 1 by that much
-    (tests/test_generation.py bounds the per-token KL between the two). No int8 choice: PyTorch's dynamic
-    int8 quantization (activations quantized per tensor) put SmolLM2's sampler ~2 nats/token from the
-    policy (docs/results.md), far outside that bound.
+
+class Int8WeightLinear(torch.nn.Module):
+    """y = x (Q * s)^T + b with int8 weights and a bf16 scale per output row; the activations stay bf16.
+
+    Weight-only: the activations keep their outliers, which PyTorch's dynamic int8 (activations quantized
+    per tensor) lost. On CPU the product is PyTorch's int8 weight kernel, which needs an input width that
+    is a multiple of 16; other widths (and other devices) multiply by the dequantized weight instead.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        q, scale = int8_per_channel(linear.weight.detach())
+        self.register_buffer("weight_int8", q.contiguous())
+        self.register_buffer("scale", scale.to(torch.bfloat16))
+        bias = linear.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        if flat.device.type == "cpu" and self.in_features % 16 == 0:
+            y = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+        else:
+            y = flat @ (self.weight_int8.to(torch.bfloat16) * self.scale[:, None]).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def sampling_copy(model, precision: str):
+    """The model that draws PPO/RTO rollouts: the policy itself (fp32), a copy with bf16 weights, or a bf16
+    copy whose linear layers (the LM head too) hold int8 weights (Int8WeightLinear).
+
+    Only the sampling distribution moves: the update's old log-probs and every log-prob it trains on come
+    from the fp32 policy, so the samples are off-policy by the copy's KL to it
+    (tests/test_generation.py bounds that per token). PyTorch's dynamic int8 quantization (activations
+    quantized per tensor) put SmolLM2's sampler ~2 nats/token from the policy (docs/results.md): not offered.
     """
     if precision == "fp32":
         return model
     import copy
 
-    clone = copy.deepcopy(merged(getattr(model, "module", model))).eval().requires_grad_(False)
+    clone = merged(copy.deepcopy(getattr(model, "module", model))).eval().requires_grad_(False)
     for m in clone.modules():  # the copy samples; its head need not be fp32
         if type(m) is FP32Linear:
             m.__class__ = torch.nn.Linear
-    return clone.to(torch.bfloat16)
+    clone = clone.to(torch.bfloat16)
+    if precision == "int8":
+        for parent in list(clone.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.Linear:
+                    setattr(parent, name, Int8WeightLinear(child))
+    return clone

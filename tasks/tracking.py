@@ -94,20 +94,20 @@ def log_history(history: list[dict], prefix: str = "") -> None:
         mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
 
 
-def log_model(model, tok, task: str, registered_name: str | None, tags: dict | None = None):
-    """Log a transformers model (+tokenizer) to the active run; register it as a new version if named.
-
-    Returns the registered model version (or None).
-    """
+def log_model(model_dir: Path, task: str, registered_name: str | None, tags: dict | None = None):
+    """Log the saved transformers model in model_dir (weights, config, tokenizer) to the active run as it is
+    on disk, without loading it; register it as a new version if named. Returns that version (or None)."""
     import mlflow
 
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tok},
-        name="model",
-        task=task,
-        pip_requirements=MODEL_REQUIREMENTS,
-        registered_model_name=registered_name,
-    )
+    model_dir = Path(model_dir)
+    with staged_in_memory(sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())):
+        info = mlflow.transformers.log_model(
+            transformers_model=str(model_dir),
+            name="model",
+            task=task,
+            pip_requirements=MODEL_REQUIREMENTS,
+            registered_model_name=registered_name,
+        )
     if not registered_name:
         return None
     client = mlflow.MlflowClient()
@@ -115,6 +115,24 @@ def log_model(model, tok, task: str, registered_name: str | None, tags: dict | N
     for k, v in (tags or {}).items():
         client.set_model_version_tag(registered_name, str(version), k, str(v))
     return version
+
+
+@contextlib.contextmanager
+def staged_in_memory(nbytes: int, shm: Path = Path("/dev/shm")):
+    """MLflow copies a logged model into a temporary directory and from there into the store; with room for
+    it twice in a RAM file system, that temporary copy goes there, so the model reaches the disk once."""
+    import shutil
+    import tempfile
+
+    if not (shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 * nbytes):
+        yield False
+        return
+    before = tempfile.tempdir
+    tempfile.tempdir = str(shm)
+    try:
+        yield True
+    finally:
+        tempfile.tempdir = before
 
 
 class Registry:

@@ -263,7 +263,7 @@ def mean_token_kl(model, other, packed) -> float:
     return float((kl * packed["response_mask"]).sum() / packed["response_mask"].sum())
 
 
-@pytest.mark.parametrize("precision, bound", [("bf16", 0.002)])
+@pytest.mark.parametrize("precision, bound", [("bf16", 0.002), ("int8", 0.005)])
 def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
     """The rollout copy's next-token distributions on a fixed batch are within `bound` nats/token of the
     fp32 policy's; a different model of the same shape is far outside it (so the bound can fail)."""
@@ -284,3 +284,40 @@ def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
     stranger = fp32_heads(LlamaForCausalLM(model.config).eval())
     assert mean_token_kl(model, stranger, packed) > 20 * bound
     assert sampling_copy(model, "fp32") is model
+
+
+def test_int8_per_channel_matches_hand_computed_values():
+    from tasks.models import int8_per_channel
+
+    w = torch.tensor([[0.5, -1.27, 0.01], [2.54, 0.0, -0.3]])
+    q, scale = int8_per_channel(w)
+    assert torch.allclose(scale, torch.tensor([0.01, 0.02]))  # max |W_ij| / 127 per row
+    assert q.dtype == torch.int8 and q.tolist() == [[50, -127, 1], [127, 0, -15]]
+    assert torch.all((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("width", [64, 40])  # the CPU int8 kernel (multiple of 16) and the dequantized path
+def test_int8_linear_computes_the_dequantized_product(width):
+    from tasks.models import Int8WeightLinear, int8_per_channel
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(width, 24)
+    x = torch.randn(3, 5, width)
+    q, scale = int8_per_channel(linear.weight.detach())
+    want = x @ (q.float() * scale[:, None]).T + linear.bias.detach()
+    got = Int8WeightLinear(linear)(x)
+    assert got.shape == (3, 5, 24) and got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), want, rtol=0.02, atol=0.02)  # bf16 activations and scale
+
+
+def test_a_sampling_copy_of_a_lora_policy_leaves_its_adapters_in_place(lm):
+    from peft import LoraConfig, get_peft_model
+
+    from tasks.models import sampling_copy
+
+    model, _ = tiny_llama(32)
+    policy = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    adapters = sum("lora_" in name for name, _ in policy.named_parameters())
+    copy = sampling_copy(policy, "int8")
+    assert adapters > 0 and sum("lora_" in name for name, _ in policy.named_parameters()) == adapters
+    assert not any("lora_" in name for name, _ in copy.named_modules())
