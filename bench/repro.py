@@ -100,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(a.keep or tmp)
         res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
-        for name, commit in (("old", a.old), ("new", a.new)):
+        for name, commit in (("new", a.new), ("old", a.old)):  # the new side's metrics are the ones not yet known
             res[name] = side(commit, where / name)
             print(f"{name}: {res[name]['repro_s'] / 60:.1f} min, exit {res[name]['exit']}", file=sys.stderr)
     res["repro"] = {

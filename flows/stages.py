@@ -14,6 +14,7 @@ from tasks.common import PipelineError, atomic_path
 from tasks.data import load_split
 from tasks.launch import check_divisible
 from tasks.launch import run as run_training
+from tasks.models import load_lm, load_scalar_model
 
 # stage -> (prompt split it generates from, section whose max_prompt_len applies)
 PROMPT_SPLITS = {
@@ -84,9 +85,17 @@ def register(
 ) -> str | None:
     """Log the model in model_dir to the active MLflow run; register it as '<prefix>-<name or stage>'."""
     trk = config.load("tracking", read_params())
-    task_name = "text-classification" if kind == "reward" else "text-generation"
+    if kind == "reward":
+        model, tok = load_scalar_model(model_dir)
+        task_name = "text-classification"
+    else:
+        model, tok = load_lm(model_dir)
+        task_name = "text-generation"
     registered = f"{trk.registered_prefix}-{name or stage}" if trk.register_models else None
-    return tracking.log_model(Path(model_dir), task_name, registered, tags={"stage": stage, **(tags or {}), **metrics})
+    size = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+    return tracking.log_model(
+        model, tok, task_name, registered, tags={"stage": stage, **(tags or {}), **metrics}, nbytes=size
+    )
 
 
 def skipped(stage: str) -> bool:

@@ -94,15 +94,18 @@ def log_history(history: list[dict], prefix: str = "") -> None:
         mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
 
 
-def log_model(model_dir: Path, task: str, registered_name: str | None, tags: dict | None = None):
-    """Log the saved transformers model in model_dir (weights, config, tokenizer) to the active run as it is
-    on disk, without loading it; register it as a new version if named. Returns that version (or None)."""
+def log_model(model, tok, task: str, registered_name: str | None, tags: dict | None = None, nbytes: int = 0):
+    """Log a transformers model (+tokenizer) of about nbytes to the active run; register it as a new version
+    if named. Returns the registered model version (or None).
+
+    (MLflow's other way, a checkpoint directory's path, fails on transformers 5: its task table holds names
+    where MLflow expects classes.)
+    """
     import mlflow
 
-    model_dir = Path(model_dir)
-    with staged_in_memory(sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())):
+    with staged_in_memory(nbytes):
         info = mlflow.transformers.log_model(
-            transformers_model=str(model_dir),
+            transformers_model={"model": model, "tokenizer": tok},
             name="model",
             task=task,
             pip_requirements=MODEL_REQUIREMENTS,
