@@ -6,7 +6,7 @@ from flows.common import read_params, run_stage, write_metrics
 from flows.paths import BASE_CACHE, MODELS, ROOT
 from tasks import config
 from tasks.base_model import build_base, check_model_source
-from tasks.common import atomic_path
+from tasks.common import PipelineError, atomic_path
 
 
 @task(name="fetch-convert-save")
@@ -26,8 +26,12 @@ def base_flow() -> dict:
 
 
 def check_source(params: dict) -> None:
-    """A local path must exist; an offline hub id must be cached (before anything downloads or loads)."""
-    check_model_source(config.load("base", params).model)
+    """A local path must exist; an offline hub id must be cached (before anything downloads or loads); a
+    chat template file must exist."""
+    cfg = config.load("base", params)
+    check_model_source(cfg.model)
+    if cfg.chat_template and cfg.chat_template.endswith(".jinja") and not (ROOT / cfg.chat_template).is_file():
+        raise PipelineError(f"params.yaml: base.chat_template: {cfg.chat_template} not found")
 
 
 if __name__ == "__main__":

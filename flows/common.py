@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -29,9 +30,42 @@ def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
             pick_device(config.load("compute", params))
         for preflight in preflights:
             preflight(params)
-        flow()
+        child = child_of_pipeline(flow)
+        if child is None:
+            flow()
+        else:
+            from prefect.flow_engine import run_flow
+
+            run_flow(flow, flow_run=child)
 
     die_cleanly(main)
+
+
+PIPELINE_RUN = "RLHF_PIPELINE_FLOW_RUN_ID"  # set by flows/pipeline.py for the stages DVC runs for it
+
+
+def child_of_pipeline(flow):
+    """When DVC runs this stage for a pipeline flow run, this stage's flow run, created as its child: a node of
+    the pipeline run's graph, linked as a subflow is (Prefect's server then mirrors the stage's state on the
+    node). None outside a pipeline run, or when the pipeline run is not on this Prefect server."""
+    parent = os.environ.get(PIPELINE_RUN)
+    if not parent:
+        return None
+    from uuid import UUID, uuid4
+
+    from prefect import Task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    try:
+        with get_client(sync_client=True) as client:
+            node = client.create_task_run(
+                Task(name=flow.name, fn=flow.fn), UUID(parent), f"{flow.name}-{uuid4().hex[:8]}", name=flow.name
+            )
+            return client.create_flow_run(flow, parameters={}, state=Pending(), parent_task_run_id=node.id)
+    except Exception as e:  # e.g. the pipeline ran on a temporary server this process cannot see
+        print(f"{flow.name}: not linked to pipeline flow run {parent} ({type(e).__name__})")
+        return None
 
 
 def no_retry_on_user_error(task, task_run, state) -> bool:

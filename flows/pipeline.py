@@ -10,23 +10,115 @@ numbers (`ppo/win_rate`, `dpo/kl`, ...) and the knobs (KL coefficient, β, γ) a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import subprocess
 import time
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
-from flows.common import mlflow_setup, read_params
+from flows.common import PIPELINE_RUN, mlflow_setup, read_params
 from flows.paths import METRICS, ROOT
 from tasks import config
 from tasks.common import PipelineError, git_commit
 
 
+def form_field(section: str, dotted: str) -> Any:
+    """The Custom run form's field for params.yaml's <section>.<dotted key>: today's value as its default, the
+    typed config's bounds and description (tasks/config.py). Read when the deployment is made (`make worker`
+    deploys again at each start), so the form shows the checkout's params.yaml."""
+    *path, key = dotted.split(".")
+    try:
+        node = config.load(section, read_params())
+    except PipelineError:  # a broken params.yaml: the form shows the built-in default; the run will say why
+        node = config.SECTIONS[section]()
+    for part in path:
+        node = getattr(node, part)
+    info = type(node).model_fields[key]
+    bounds = {  # Prefect's form reads bounds from the JSON schema, where it puts a Field's extra keys
+        name: getattr(m, attr)
+        for m in info.metadata
+        for attr, name in (("ge", "minimum"), ("gt", "exclusiveMinimum"), ("le", "maximum"), ("lt", "exclusiveMaximum"))
+        if getattr(m, attr, None) is not None
+    }
+    return FieldInfo.merge_field_infos(
+        info,
+        default=getattr(node, key),
+        description=f"params.yaml {section}.{dotted}: {info.description}",
+        json_schema_extra=bounds,
+    )
+
+
+def check_knob(arg: str, value: Any) -> None:
+    """A form value outside its params.yaml bounds stops the run before any work, in one line."""
+    info = KNOBS[arg]
+    try:
+        typed = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        TypeAdapter(typed).validate_python(value)
+    except ValidationError as e:
+        raise PipelineError(f"{arg}: {e.errors()[0]['msg']} (got {value!r})") from None
+
+
+KNOBS = {  # the run form's fields that people sweep, with today's params.yaml values as defaults
+    "algorithms": form_field("pipeline", "algorithms"),
+    "ppo_kl_coef": form_field("ppo", "kl.coef"),
+    "ptx_coef": form_field("ppo", "ptx_coef"),
+    "dpo_beta": form_field("dpo", "beta"),
+    "rto_kl_coef": form_field("rto", "kl.coef"),
+}
+
+
+@contextlib.contextmanager
+def checkout_lock(log, path: Path | None = None):
+    """One pipeline run at a time in this checkout (DVC's workspace and lock are one per checkout): a second
+    run waits here, saying so, instead of failing on DVC's lock or touching the first run's experiment."""
+    path = path or ROOT / ".dvc" / "tmp" / "rlhf-pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            log.info("waiting for the pipeline run that holds %s (%s)", path, fh.read().strip())
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}")
+        fh.flush()
+        yield
+
+
+UP_TO_DATE = re.compile(r"^Stage '([^']+)' (?:didn't change|is cached)")  # DVC's words for a stage it skips
+
+
+def dvc_stage() -> None:
+    """A DVC stage in the pipeline run's graph (a stage that runs is linked here as the child flow run)."""
+
+
+def record_skipped(stage: str, how: str) -> None:
+    """A node for a stage DVC did not rerun, in DAG order with the others, in state Completed('Skipped')."""
+    from uuid import uuid4
+
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Completed
+
+    state = Completed(name="Skipped", message=f"DVC: {how}")
+    with get_client(sync_client=True) as client:
+        task = Task(name=stage, fn=dvc_stage)
+        client.create_task_run(task, flow_run.id, f"{stage}-{uuid4().hex[:8]}", name=stage, state=state)
+
+
 @task(name="dvc-exp-run", retries=1, retry_delay_seconds=10)
 def run_dvc(args: list[str], env: dict) -> str:
-    """The DVC pipeline in a subprocess; its output streams to the flow's log."""
+    """The DVC pipeline in a subprocess; its output streams to the flow's log; each stage becomes a node."""
     log = get_run_logger()
     log.info("$ %s", " ".join(args))
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -35,6 +127,8 @@ def run_dvc(args: list[str], env: dict) -> str:
         lines.append(line.rstrip())
         if line.startswith(("Running stage", "Stage", "ERROR", "error:", "Ran experiment")):
             log.info(line.rstrip())
+        if skipped := UP_TO_DATE.match(line):
+            record_skipped(skipped[1], line.strip().split(" ", 2)[2])
     if proc.wait() != 0:
         raise PipelineError(f"{' '.join(args[:3])} failed: " + " | ".join(lines[-3:]))
     return "\n".join(lines)
@@ -42,28 +136,45 @@ def run_dvc(args: list[str], env: dict) -> str:
 
 @flow(name="rlhf-pipeline", log_prints=True)
 def pipeline(
-    algorithms: list[Literal["ppo", "dpo", "rto"]] | None = None,
-    ppo_kl_coef: float | None = None,
-    ptx_coef: float | None = None,
-    dpo_beta: float | None = None,
-    rto_kl_coef: float | None = None,
+    algorithms: list[Literal["ppo", "dpo", "rto"]] = KNOBS["algorithms"],
+    ppo_kl_coef: float = KNOBS["ppo_kl_coef"],
+    ptx_coef: float = KNOBS["ptx_coef"],
+    dpo_beta: float = KNOBS["dpo_beta"],
+    rto_kl_coef: float = KNOBS["rto_kl_coef"],
     overrides: list[str] | None = None,
     as_experiment: bool = True,
     name: str | None = None,
 ) -> dict:
-    """algorithms: which policy stages train; ppo_kl_coef (β), ptx_coef (γ), dpo_beta, rto_kl_coef: the
-    knobs people sweep; overrides: any other `section.key=value`; name: the DVC experiment name."""
+    """The whole pipeline as one DVC experiment. A knob left at params.yaml's value is not overridden.
+
+    Args:
+        algorithms: which policy stages train (the others record 'skipped'); rto needs dpo
+        ppo_kl_coef: beta of PPO-ptx's KL penalty to the SFT model
+        ptx_coef: gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)
+        dpo_beta: DPO's beta (its implicit KL strength)
+        rto_kl_coef: beta of RTO's KL penalty
+        overrides: any other params.yaml value, as section.key=value (e.g. sft.lr=1e-4)
+        as_experiment: record the run as a DVC experiment (off, with no overrides: plain dvc repro)
+        name: the DVC experiment's name (default: pipeline-<date>-<time>)
+    """
     from prefect.runtime import flow_run
 
+    params = read_params()
+    knobs = {"algorithms": algorithms, "ppo_kl_coef": ppo_kl_coef, "ptx_coef": ptx_coef, "dpo_beta": dpo_beta}
+    for arg, value in {**knobs, "rto_kl_coef": rto_kl_coef}.items():
+        check_knob(arg, value)
+    if "rto" in algorithms and "dpo" not in algorithms:
+        raise PipelineError("algorithms: rto uses the dpo stage's model: add dpo")
+    ppo_cfg, dpo_cfg, rto_cfg = (config.load(s, params) for s in ("ppo", "dpo", "rto"))
     sets = list(overrides or [])
-    for key, value in (
-        ("pipeline.algorithms", algorithms),
-        ("ppo.kl.coef", ppo_kl_coef),
-        ("ppo.ptx_coef", ptx_coef),
-        ("dpo.beta", dpo_beta),
-        ("rto.kl.coef", rto_kl_coef),
+    for key, value, current in (
+        ("pipeline.algorithms", algorithms, config.load("pipeline", params).algorithms),
+        ("ppo.kl.coef", ppo_kl_coef, ppo_cfg.kl.coef),
+        ("ppo.ptx_coef", ptx_coef, ppo_cfg.ptx_coef),
+        ("dpo.beta", dpo_beta, dpo_cfg.beta),
+        ("rto.kl.coef", rto_kl_coef, rto_cfg.kl.coef),
     ):
-        if value is not None:
+        if value is not None and value != current:
             sets.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
     name = name or f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
     args = (
@@ -78,9 +189,11 @@ def pipeline(
         "prefect_flow_run_id": str(flow_run.id),
         "stage": "pipeline",
     }
-    with mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
+    lock = checkout_lock(get_run_logger())  # taken before the MLflow run starts: a waiting run is not 'running'
+    with lock, mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
         mlflow.log_params({"overrides": " ".join(sets) or "(none)"})
         env = dict(os.environ, RLHF_PARENT_RUN_ID=run.info.run_id, RLHF_DVC_EXPERIMENT=tags["dvc_experiment"])
+        env[PIPELINE_RUN] = str(flow_run.id)  # the stage flow runs become this run's children (graph nodes)
         try:
             run_dvc(args, env)
             run_dvc(["dvc", "checkout", "--relink"], env)  # outputs linked into DVC's cache, not copied

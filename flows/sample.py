@@ -6,6 +6,7 @@ from flows.common import finish, no_retry_on_user_error, read_params, run_stage,
 from flows.paths import COMPARISONS, MODELS, ROOT
 from flows.stages import check_prompt_lengths, prompts
 from tasks import config
+from tasks.batching import require_chat_template
 from tasks.common import atomic_path, pick_device
 from tasks.gold import load_scorer
 from tasks.labelers import make_labeler
@@ -29,13 +30,19 @@ def sample_flow() -> dict:
 
 
 def check_inputs(params: dict) -> None:
-    """Before any model loads: the labeler exists, its scorer imports, a preference file parses."""
+    """Before any model loads: the labeler exists, its scorer imports, a preference file parses (and, when
+    conversational, the tokenizer has a chat template to render it)."""
     cfg = config.load("sample", params)
     labeler = make_labeler(cfg, ROOT)
     if labeler.needs_samples:
         load_scorer(cfg.gold_scorer)
-    else:
-        labeler.label()
+        return
+    pairs = labeler.label()
+    if (MODELS / "sft").is_dir():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(MODELS / "sft")
+        require_chat_template([p["prompt"] for p in pairs], tok, cfg.dataset, "models/sft")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from flows.common import finish, read_params, run_stage, stage_run, step_logger
 from flows.paths import MODELS, PREPARED
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
+from tasks.batching import require_chat_template
 from tasks.common import atomic_path, pick_device
 from tasks.data import load_split
 from tasks.sft import heldout_loss, train_sft
@@ -48,5 +49,17 @@ def sft_flow() -> dict:
     return metrics
 
 
+def check_chat_data(params: dict) -> None:
+    """Conversational demonstrations need the base model's chat template (one line, before any training)."""
+    from transformers import AutoTokenizer
+
+    if not (PREPARED / "sft.jsonl").exists() or not (MODELS / "base").is_dir():
+        return  # nothing to check yet: the stage's own input checks will say what is missing
+    tok = AutoTokenizer.from_pretrained(MODELS / "base")
+    for split in ("sft", "sft_val"):
+        rows = load_split(PREPARED, split)
+        require_chat_template([r["prompt"] for r in rows], tok, f"data/prepared/{split}.jsonl", "models/base")
+
+
 if __name__ == "__main__":
-    run_stage(sft_flow, ("sft", "compute", "tracking"), check_batches_split("sft"))
+    run_stage(sft_flow, ("sft", "compute", "tracking"), check_batches_split("sft"), check_chat_data)

@@ -9,7 +9,7 @@ from prefect import task
 from flows.common import finish, read_params, stage_run, write_metrics, write_steps
 from flows.paths import CHECKPOINTS, MODELS, PREPARED
 from tasks import config, tracking
-from tasks.batching import encode_prompt
+from tasks.batching import encode_prompt, require_chat_template
 from tasks.common import PipelineError, atomic_path
 from tasks.data import load_split
 from tasks.launch import check_divisible
@@ -49,7 +49,9 @@ def check_prompt_lengths(stage: str):
             return 0  # nothing to check yet: the stage's own input checks will say what is missing
         limit = config.load(section, params).max_prompt_len
         tok = AutoTokenizer.from_pretrained(MODELS / "sft")
-        n = sum(len(encode_prompt(p, tok)) > limit for p in prompts(split))
+        split_prompts = prompts(split)
+        require_chat_template(split_prompts, tok, f"data/prepared/{split}.jsonl", "models/sft")
+        n = sum(len(encode_prompt(p, tok)) > limit for p in split_prompts)
         if n and config.load("pipeline", params).prompt_overflow == "refuse":
             raise PipelineError(
                 f"data/prepared/{split}.jsonl: {n} prompt(s) longer than {section}.max_prompt_len="

@@ -41,6 +41,7 @@ def start(prefect_port: int, mlflow_port: int) -> list[subprocess.Popen]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # its job workers (7 processes) serve no UI we use
         PREFECT_API_URL="",
     )
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -175,6 +175,9 @@ def build_base(cfg, out_dir: Path, corpus: Path, cache_dir: Path) -> dict:
     else:
         model, tok = load_pretrained(cfg.model, cfg.sha256, cfg.trust_remote_code, cache_dir)
     ensure_pad_token(model, tok)
+    if cfg.chat_template:
+        is_file = cfg.chat_template.endswith(".jinja")  # a relative path is read from the project root (cwd)
+        tok.chat_template = Path(cfg.chat_template).read_text() if is_file else cfg.chat_template
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from tasks.common import PipelineError
 from tasks.losses import IGNORE
 
 
@@ -16,6 +17,18 @@ def render_prompt(prompt, tok) -> str:
     if isinstance(prompt, list):
         return tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     return prompt
+
+
+def require_chat_template(prompts, tok, where: str, model: str) -> None:
+    """Conversational prompts (lists of messages) are rendered with the tokenizer's chat template: without
+    one, one error line naming the data and the model, before any work."""
+    if getattr(tok, "chat_template", None) or not any(isinstance(p, list) for p in prompts):
+        return
+    raise PipelineError(
+        f"{where}: conversational records (lists of messages) need a chat template, and the tokenizer of "
+        f"{model} has none: set base.chat_template (a Jinja template, or a path to a .jinja file) or use a "
+        "chat model as base.model"
+    )
 
 
 def render_completion(completion) -> str:

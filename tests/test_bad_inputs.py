@@ -121,6 +121,25 @@ BAD = [
         "prefs.jsonl:2: missing or empty 'chosen'",
     ),
     (
+        "chat-data-without-template",
+        "flows.sample",
+        {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},
+        {
+            "prefs.jsonl": '{"prompt": [{"role": "user", "content": "The film"}], '
+            '"chosen": [{"role": "assistant", "content": "Great."}], '
+            '"rejected": [{"role": "assistant", "content": "Dull."}]}\n'
+        },
+        "prefs.jsonl: conversational records (lists of messages) need a chat template, and the tokenizer of "
+        "models/sft has none",
+    ),
+    (
+        "chat-template-file-missing",
+        "flows.base",
+        {"base": {"chat_template": "no/such/chat.jinja"}},
+        None,
+        "params.yaml: base.chat_template: no/such/chat.jinja not found",
+    ),
+    (
         "empty-jsonl",
         "flows.sample",
         {"sample": {"labeler": "dataset", "dataset": "prefs.jsonl"}},

@@ -43,3 +43,39 @@ def test_collate_pads_right_with_pad_id_and_ignored_labels(tok):
     assert batch["labels"][0, n:].eq(IGNORE).all()
     assert batch["attention_mask"][0].sum().item() == n
     assert tok.pad_token_id != tok.eos_token_id
+
+
+CHAT = [{"role": "user", "content": "The film"}]
+
+
+def test_conversational_prompts_without_a_chat_template_are_refused_in_one_line(tok):
+    from tasks.batching import render_prompt, require_chat_template
+    from tasks.common import PipelineError
+
+    assert not tok.chat_template
+    require_chat_template(["The film", "A plot"], tok, "prefs.jsonl", "models/sft")  # plain prompts: fine
+    with pytest.raises(PipelineError, match=r"^prefs.jsonl: conversational records .* models/sft has none"):
+        require_chat_template(["The film", CHAT], tok, "prefs.jsonl", "models/sft")
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    try:
+        require_chat_template([CHAT], tok, "prefs.jsonl", "models/sft")
+        assert render_prompt(CHAT, tok) == "<user>The film<assistant>"
+    finally:
+        tok.chat_template = None
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_base_chat_template_is_given_to_the_saved_tokenizer(tmp_path, monkeypatch, as_file):
+    from transformers import AutoTokenizer
+
+    from flows.paths import ROOT
+    from tasks.base_model import build_base
+    from tasks.config import BaseConfig
+
+    template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    monkeypatch.chdir(tmp_path)  # a relative .jinja path is read from the working directory (the project root)
+    if as_file:
+        (tmp_path / "chat.jinja").write_text(template)
+    cfg = BaseConfig(model="tiny", chat_template="chat.jinja" if as_file else template)
+    build_base(cfg, tmp_path / "base", ROOT / "data/reviews.jsonl", tmp_path / "cache")
+    assert AutoTokenizer.from_pretrained(tmp_path / "base").chat_template == template

@@ -174,7 +174,9 @@ def mlflow_server(tmp_path_factory):
     """A real MLflow server on 127.0.0.1 (SQLite backend), stopped by PID."""
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
+    env = dict(
+        os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"
+    )
     proc = start_server(
         [
             str(BIN / "mlflow"),
@@ -199,25 +201,30 @@ def mlflow_server(tmp_path_factory):
 
 
 def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_story(full, mlflow_server):
+    """Two runs clicked at once: the second queues behind the first (the deployment's concurrency limit), and
+    both end as complete DVC experiments with complete MLflow parent runs."""
     root, api = full["root"], full["api"]
     env = {"PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_server, "RLHF_PROJECT_DIR": str(root)}
     run_cmd(root, "prefect", "work-pool", "create", "test-cpu", "--type", "process", **env)
     run_cmd(root, "prefect", "--no-prompt", "deploy", "-n", "pipeline-cpu", "--pool", "test-cpu", **env)
-    run = run_cmd(
-        root,
-        "prefect",
-        "deployment",
-        "run",
-        "rlhf-pipeline/pipeline-cpu",
-        "-p",
-        "dpo_beta=0.3",
-        "-p",
-        'algorithms=["dpo"]',
-        "-p",
-        "name=ui-run",
-        **env,
-    ).stdout
-    flow_run_id = run.split("UUID:")[1].split()[0] if "UUID:" in run else None
+    flow_run_ids = []
+    for name, beta in (("ui-run", "0.3"), ("ui-run-2", "0.25")):
+        out = run_cmd(
+            root,
+            "prefect",
+            "deployment",
+            "run",
+            "rlhf-pipeline/pipeline-cpu",
+            "-p",
+            f"dpo_beta={beta}",
+            "-p",
+            'algorithms=["dpo"]',
+            "-p",
+            f"name={name}",
+            **env,
+        ).stdout
+        flow_run_ids.append(out.split("UUID:")[1].split()[0] if "UUID:" in out else None)
+    flow_run_id = flow_run_ids[0]
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "test-cpu"],
         cwd=root,
@@ -227,13 +234,14 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
         start_new_session=True,
     )
     try:
-        state, deadline = None, time.time() + 600
+        state, deadline = None, time.time() + 900
         while time.time() < deadline:
             out = run_cmd(
-                root, "prefect", "flow-run", "ls", "--flow-name", "rlhf-pipeline", "--limit", "1", **env, COLUMNS="250"
+                root, "prefect", "flow-run", "ls", "--flow-name", "rlhf-pipeline", "--limit", "2", **env, COLUMNS="250"
             ).stdout
-            state = next((s for s in ("COMPLETED", "FAILED", "CRASHED") if s in out), None)
-            if state:
+            state = next((s for s in ("FAILED", "CRASHED") if s in out), None)
+            if state or out.count("COMPLETED") == 2:
+                state = state or "COMPLETED"
                 break
             time.sleep(3)
     finally:  # SIGTERM, then SIGKILL if the worker is still tearing down after 20 s (CI saw > 30 s once)
@@ -242,14 +250,20 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     # a DVC experiment with the override
     exps = json.loads(run_cmd(root, "dvc", "exp", "show", "--json").stdout)
     names = [r.get("name") for e in exps for g in (e.get("experiments") or []) for r in g.get("revs", [])]
-    assert "ui-run" in names
+    assert {"ui-run", "ui-run-2"} <= set(names)
     # the stage flow runs reported to the same Prefect server, tagged with the pipeline's flow run
     stages = run_cmd(root, "prefect", "flow-run", "ls", "--limit", "30", **env, COLUMNS="250").stdout
     for stage in (" dpo ", " rto ", " eval "):
         assert stage in stages.replace("│", " ")
     # one MLflow parent run, every stage nested under it, with the tags
     mlflow.set_tracking_uri(mlflow_server)
-    parent = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'pipeline'").iloc[0]
+    parents = mlflow.search_runs(
+        experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'pipeline'", order_by=["start_time ASC"]
+    )
+    assert list(parents["tags.dvc_experiment"]) == ["ui-run", "ui-run-2"]
+    assert (parents["status"] == "FINISHED").all() and float(parents.iloc[1]["params.dpo_beta"]) == 0.25
+    assert parents.iloc[1]["start_time"] >= parents.iloc[0]["end_time"]  # queued, not run side by side
+    parent = parents.iloc[0]
     assert parent["status"] == "FINISHED" and parent["tags.dvc_experiment"] == "ui-run"
     assert len(parent["tags.git_commit"]) == 40 and parent["tags.prefect_flow_run_id"]
     assert float(parent["params.dpo_beta"]) == 0.3 and "metrics.dpo/win_rate" in parent
@@ -261,3 +275,26 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     assert children["tags.prefect_flow_run_id"].notna().all()
     if flow_run_id:
         assert parent["tags.prefect_flow_run_id"] == flow_run_id
+    # the pipeline run's graph: one node per DVC stage in DAG order, a stage that ran linked as its child flow
+    # run, the stages DVC did not rerun marked Skipped
+    nodes = stage_nodes(api, parent["tags.prefect_flow_run_id"])
+    names = [n.name for n in nodes]
+    assert [s for s in names if s in ("base", "sft", "dpo", "eval")] == ["base", "sft", "dpo", "eval"], names
+    by_name = {n.name: n for n in nodes}
+    assert by_name["sft"].state.name == "Skipped" and by_name["base"].state.name == "Skipped"
+    for stage in ("dpo", "eval"):
+        assert by_name[stage].state.type.value == "COMPLETED" and by_name[stage].state.name != "Skipped"
+        assert by_name[stage].state.state_details.child_flow_run_id, f"{stage} is not linked to its flow run"
+
+
+def stage_nodes(api: str, flow_run_id: str) -> list:
+    """The task runs of a flow run (its graph's nodes), in the order they started."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return sorted(runs, key=lambda r: r.created)
