@@ -113,7 +113,8 @@ def record_skipped(stage: str, how: str) -> None:
     state = Completed(name="Skipped", message=f"DVC: {how}")
     with get_client(sync_client=True) as client:
         task = Task(name=stage, fn=dvc_stage)
-        client.create_task_run(task, flow_run.id, f"{stage}-{uuid4().hex[:8]}", name=stage, state=state)
+        name = f"{stage} (skipped)"  # the graph shows names, not state names
+        client.create_task_run(task, flow_run.id, f"{stage}-{uuid4().hex[:8]}", name=name, state=state)
 
 
 @task(name="dvc-exp-run", retries=1, retry_delay_seconds=10)
@@ -155,7 +156,7 @@ def pipeline(
         rto_kl_coef: beta of RTO's KL penalty
         overrides: any other params.yaml value, as section.key=value (e.g. sft.lr=1e-4)
         as_experiment: record the run as a DVC experiment (off, with no overrides: plain dvc repro)
-        name: the DVC experiment's name (default: pipeline-<date>-<time>)
+        name: the DVC experiment's name (default: pipeline-YYYYMMDD-HHMMSS)
     """
     from prefect.runtime import flow_run
 

@@ -50,7 +50,7 @@ def start(prefect_port: int, mlflow_port: int) -> list[subprocess.Popen]:
         procs.append(
             subprocess.Popen(
                 [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-                env=env,
+                env=dict(env, PREFECT_UI_API_URL=f"http://127.0.0.1:{prefect_port}/api"),  # the UI's API (else 4200)
                 stdout=plog,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -134,6 +134,7 @@ def prefect_server(tmp_path_factory):
         PREFECT_API_URL="",
     )
     url = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_API_URL"] = url  # where the UI in a browser finds the API (its default is port 4200)
     proc = start_server(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         f"{url}/health",

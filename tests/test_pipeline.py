@@ -8,8 +8,10 @@ in this order on one project.)"""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -278,9 +280,9 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     # the pipeline run's graph: one node per DVC stage in DAG order, a stage that ran linked as its child flow
     # run, the stages DVC did not rerun marked Skipped
     nodes = stage_nodes(api, parent["tags.prefect_flow_run_id"])
-    names = [n.name for n in nodes]
+    names = [n.name.removesuffix(" (skipped)") for n in nodes]
     assert [s for s in names if s in ("base", "sft", "dpo", "eval")] == ["base", "sft", "dpo", "eval"], names
-    by_name = {n.name: n for n in nodes}
+    by_name = dict(zip(names, nodes))
     assert by_name["sft"].state.name == "Skipped" and by_name["base"].state.name == "Skipped"
     for stage in ("dpo", "eval"):
         assert by_name[stage].state.type.value == "COMPLETED" and by_name[stage].state.name != "Skipped"
@@ -298,3 +300,45 @@ def stage_nodes(api: str, flow_run_id: str) -> list:
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
     return sorted(runs, key=lambda r: r.created)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by chromedriver (.ci/run installs both); quit at the end."""
+    from selenium import webdriver
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and chromedriver, "needs Debian's chromium and chromium-driver (apt-get install; .ci/run does)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=opts)
+    yield driver
+    driver.quit()
+
+
+def test_the_ui_shows_the_run_form_and_the_stage_nodes(full, browser, tmp_path):
+    """In a real browser: the Custom run form with params.yaml's values and the descriptions, and the pipeline
+    run's stage flow runs under it (screenshots to $RLHF_SCREENSHOTS, else a temporary directory)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    api = full["api"]
+    shots = Path(os.environ.get("RLHF_SCREENSHOTS") or tmp_path)
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("rlhf-pipeline/pipeline-cpu")
+        runs = client.read_flow_runs(limit=200)
+        run = next(r for r in runs if r.deployment_id == deployment.id and r.state and r.state.is_completed())
+    ui = api.removesuffix("/api")
+    browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
+    WebDriverWait(browser, 90).until(lambda d: "params.yaml dpo.beta" in d.page_source)
+    page = browser.page_source
+    assert "params.yaml ppo.kl.coef" in page and "which policy stages do work" in page
+    browser.save_screenshot(str(shots / "prefect-run-form.png"))
+    browser.get(f"{ui}/runs/flow-run/{run.id}")
+    WebDriverWait(browser, 90).until(lambda d: run.name in d.page_source)
+    time.sleep(5)  # the graph draws itself after the page
+    browser.save_screenshot(str(shots / "prefect-pipeline-graph.png"))
+    assert (shots / "prefect-pipeline-graph.png").stat().st_size > 10_000
