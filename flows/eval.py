@@ -36,7 +36,7 @@ def run_info(name: str) -> dict:
 @task(name="evaluate-policies")
 def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
-    device, dtype = pick_device(config.load("compute", params))
+    device, dtype = pick_device(config.load("compute", params), stage="eval")
     cfg = config.load("eval", params)
     return evaluate_policies(
         policy_dirs,

@@ -16,7 +16,7 @@ from tasks.sample import run_sample
 @task(name="sample-score-label", retries=1, retry_delay_seconds=5, retry_condition_fn=no_retry_on_user_error)
 def sample_and_label(out_dir: str) -> dict:
     params = read_params()
-    cfg, (device, dtype) = config.load("sample", params), pick_device(config.load("compute", params))
+    cfg, (device, dtype) = config.load("sample", params), pick_device(config.load("compute", params), stage="sample")
     return run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, device, dtype, ROOT)
 
 

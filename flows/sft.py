@@ -22,7 +22,7 @@ def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
 @task(name="held-out loss")
 def evaluate(model_dir: str) -> float:
     params = read_params()
-    device, dtype = pick_device(config.load("compute", params))
+    device, dtype = pick_device(config.load("compute", params), stage="sft")
     return heldout_loss(model_dir, load_split(PREPARED, "sft_val"), config.load("sft", params), device, dtype)
 
 

@@ -117,8 +117,9 @@ def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
-def pick_device(compute, cpuinfo: str | None = None) -> tuple[str, torch.dtype]:
-    """(device, autocast dtype) from the compute config: bf16 where the GPU or CPU computes it natively."""
+def pick_device(compute, cpuinfo: str | None = None, stage: str | None = None) -> tuple[str, torch.dtype]:
+    """(device, autocast dtype) from the compute config: bf16 where the GPU or CPU computes it natively, except
+    for a stage in compute.fp32_stages."""
     import torch
 
     if compute.threads:
@@ -134,6 +135,7 @@ def pick_device(compute, cpuinfo: str | None = None) -> tuple[str, torch.dtype]:
             "compute.precision is 'bf16' but this device has no native bf16 (no amx_bf16/avx512_bf16): use fp32 or auto"
         )
     use_bf16 = compute.precision == "bf16" or (compute.precision == "auto" and bf16_ok)
+    use_bf16 = use_bf16 and stage not in compute.fp32_stages
     return device, (torch.bfloat16 if use_bf16 else torch.float32)
 
 

@@ -360,7 +360,11 @@ class EvalConfig(Section):
 class ComputeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, fp32 on CPU"
+        "auto", description="auto: bf16 where the device computes it natively (GPU, CPU with amx/avx512_bf16)"
+    )
+    fp32_stages: list[Literal["sft", "sample", "rm", "ppo", "dpo", "rto", "eval"]] = Field(
+        default_factory=lambda: ["dpo"],
+        description="stages that compute in fp32 whatever precision resolves to (bf16 moved DPO beyond seed noise)",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
     num_processes: int = Field(

@@ -60,7 +60,7 @@ def function_name(fn: Callable) -> str:
 def run(stage: str, train_fn: Callable, cfg, out_dir, compute, on_step: Callable | None = None) -> dict:
     """Train `stage` into out_dir: in this process, or in compute.num_processes launched ones."""
     if compute.num_processes == 1:
-        device, dtype = pick_device(compute)
+        device, dtype = pick_device(compute, stage=stage)
         return train_fn(cfg, out_dir, SINGLE_PROCESS, device, dtype, on_step)
     return launch(stage, train_fn, cfg, out_dir, compute)
 
@@ -151,7 +151,7 @@ def main() -> None:
     train_fn = getattr(importlib.import_module(module), name)
     accelerator = Accelerator(cpu=compute.device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
     ctx = DistContext(accelerator)
-    _, dtype = pick_device(compute)  # our own autocast, as in a single process
+    _, dtype = pick_device(compute, stage=job["stage"])  # our own autocast, as in a single process
     device = str(accelerator.device)  # this rank's device (cuda:<local rank> on GPUs)
     if device.startswith("cuda"):
         torch.cuda.set_device(accelerator.device)

@@ -26,6 +26,14 @@ def test_auto_picks_bf16_only_on_native_cpus(precision, cpuinfo, dtype):
     assert pick_device(ComputeConfig(device="cpu", precision=precision), cpuinfo) == ("cpu", dtype)
 
 
+def test_a_stage_in_fp32_stages_computes_in_fp32_where_the_others_use_bf16():
+    compute = ComputeConfig(device="cpu", precision="auto")
+    assert compute.fp32_stages == ["dpo"]  # params.yaml's default
+    assert pick_device(compute, SAPPHIRE, stage="dpo") == ("cpu", torch.float32)
+    assert pick_device(compute, SAPPHIRE, stage="ppo") == ("cpu", torch.bfloat16)
+    assert pick_device(ComputeConfig(device="cpu", fp32_stages=[]), SAPPHIRE, stage="dpo")[1] == torch.bfloat16
+
+
 def test_bf16_on_a_cpu_without_bf16_units_is_refused():
     with pytest.raises(PipelineError, match="no native bf16"):
         pick_device(ComputeConfig(device="cpu", precision="bf16"), AVX2)
