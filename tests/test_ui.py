@@ -1,0 +1,67 @@
+"""`make ui` (python -m flows.ui): both servers on 127.0.0.1 only, no MLflow job workers, stopped by Ctrl-C."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, make_project, project_env
+
+pytestmark = pytest.mark.slow
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below pid, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def listening(port: int) -> set[str]:
+    """The addresses a TCP port is listened on (IPv4 and IPv6), from /proc/net/tcp*."""
+    addrs = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                addrs.add("127.0.0.1" if addr == "0100007F" else addr)
+    return addrs
+
+
+def test_make_ui_starts_two_local_servers_without_mlflow_job_workers(tmp_path):
+    root = make_project(tmp_path / "proj")
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = project_env(root, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "flows.ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
+    ui = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (root / ".ui.env").exists() and ui.poll() is None and time.time() < deadline:
+            time.sleep(1)
+        assert (root / ".ui.env").exists(), ui.stdout.read() if ui.poll() is not None else "no .ui.env in 180 s"
+        pids = dict(line.split("=", 1) for line in (root / ".ui.env").read_text().splitlines())["UI_PIDS"]
+        prefect_pid, mlflow_pid = map(int, pids.split(","))
+        assert listening(prefect_port) == {"127.0.0.1"} and listening(mlflow_port) == {"127.0.0.1"}
+        mlflow_tree = descendants(mlflow_pid)
+        assert len(mlflow_tree) <= 2, f"MLflow server runs {len(mlflow_tree) + 1} processes"
+    finally:
+        ui.send_signal(signal.SIGINT)  # Ctrl-C
+        ui.wait(timeout=60)
+    assert not (root / ".ui.env").exists()
+    for pid in (prefect_pid, mlflow_pid, *mlflow_tree):
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
