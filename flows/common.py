@@ -23,14 +23,19 @@ def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
     anything starts, then run its flow; user errors print one line and exit 2."""
 
     def main():
-        params = read_params()
-        for s in sections:
-            config.load(s, params)
-        if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
-            pick_device(config.load("compute", params))
-        for preflight in preflights:
-            preflight(params)
-        child = child_of_pipeline(flow)
+        child = child_of_pipeline(flow)  # first: a stage refused by its checks is a failed node too
+        try:
+            params = read_params()
+            for s in sections:
+                config.load(s, params)
+            if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
+                pick_device(config.load("compute", params))
+            for preflight in preflights:
+                preflight(params)
+        except Exception as e:
+            if child is not None:
+                refused(child, e)
+            raise
         if child is None:
             flow()
         else:
@@ -42,6 +47,15 @@ def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
 
 
 PIPELINE_RUN = "RLHF_PIPELINE_FLOW_RUN_ID"  # set by flows/pipeline.py for the stages DVC runs for it
+
+
+def refused(flow_run, error: Exception) -> None:
+    """The stage's flow run (and so its node in the pipeline run) Failed with the one-line error."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Failed(message=str(error)), force=True)
 
 
 def child_of_pipeline(flow):

@@ -278,3 +278,43 @@ def test_bad_input_gives_one_line_and_loses_nothing(tiny_pipeline, name, module,
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and expect in errors[0], lines[-5:]
     assert digest(root) == before  # previous outputs untouched
+
+
+def test_a_stage_refused_inside_a_pipeline_run_is_its_failed_node(tiny_pipeline):
+    """A stage DVC starts for a pipeline flow run and that stops at its checks still shows in the run's graph:
+    its node Failed, with the one-line error."""
+    from uuid import UUID
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Running
+
+    root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
+
+    @flow(name="rlhf-pipeline")
+    def pipeline_stand_in():
+        """Only its flow run is used: the parent the stage links to."""
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        parent = client.create_flow_run(pipeline_stand_in, state=Running())
+    text = (root / "params.yaml").read_text()
+    try:
+        (root / "params.yaml").write_text(yaml.safe_dump(patched(yaml.safe_load(text), {"dpo": {"beta": 0.0}})))
+        proc = run_cmd(
+            root,
+            "python",
+            "-m",
+            "flows.dpo",
+            check=False,
+            PREFECT_API_URL=api,
+            RLHF_PIPELINE_FLOW_RUN_ID=str(parent.id),
+        )
+    finally:
+        (root / "params.yaml").write_text(text)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        nodes = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(parent.id))])))
+    assert [n.name for n in nodes] == ["dpo"]
+    assert nodes[0].state.type.value == "FAILED" and "dpo.beta" in nodes[0].state.message
