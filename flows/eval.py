@@ -20,7 +20,7 @@ from tasks.common import pick_device
 from tasks.evaluate import champion_gate, evaluate_policies
 from tasks.report import eval_figure, eval_table, head_to_head_table
 
-POLICIES = ("ppo", "dpo", "rto")
+POLICIES = config.POLICY_STAGES
 
 
 def trained() -> dict:

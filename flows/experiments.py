@@ -11,6 +11,7 @@ import time
 
 from flows.common import TRACKING_URI
 from flows.paths import ROOT
+from tasks import config
 from tasks.common import PipelineError
 
 
@@ -59,12 +60,16 @@ def run_batch(experiments: dict[str, dict], jobs: int, what: str, timeout_s: flo
 
 
 def seed_settings(stages: list[str], seed: int, params: dict) -> dict:
-    """{<stage>.seed: seed} for the stages; rto takes ppo.seed (tasks/config.py: INHERITS) unless params give
-    rto a seed of its own."""
-    rto_own = "seed" in (params.get("rto") or {})
-    if "rto" in stages and not rto_own and "ppo" not in stages:
-        raise PipelineError("rto takes ppo.seed unless rto.seed is set: list ppo too, or set rto.seed")
-    return {f"{stage}.seed": seed for stage in stages if stage != "rto" or rto_own}
+    """{<stage>.seed: seed} for the stages; a stage that inherits (rto, grpo, rloo take ppo's values:
+    tasks/config.py INHERITS) takes ppo.seed unless params give it a seed of its own."""
+    out = {}
+    for stage in stages:
+        parent, own = config.INHERITS.get(stage), "seed" in (params.get(stage) or {})
+        if parent and not own and parent not in stages:
+            raise PipelineError(f"{stage} takes {parent}.seed unless {stage}.seed is set: list {parent} too, or set it")
+        if own or not parent:
+            out[f"{stage}.seed"] = seed
+    return out
 
 
 def exp_show(all_commits: bool = False) -> list:

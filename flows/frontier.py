@@ -2,7 +2,7 @@
 
     python -m flows.frontier sweep   # queue one experiment per value in params.yaml's `frontier` section, run
                                      # them with `dvc queue start -j <jobs>`, wait; experiment i sets
-                                     # ppo.kl.coef, dpo.beta and rto.kl.coef to their i-th values, once per
+                                     # each policy stage's KL strength to its i-th value, once per
                                      # seed in frontier.seeds, so each value gives one point per algorithm
     python -m flows.frontier plot    # every experiment + the workspace -> metrics/frontier/<algo>.csv
                                      # (`dvc plots show` draws them), plots/frontier.png with error bars
@@ -33,10 +33,10 @@ def sweep() -> list[str]:
     cfg = config.load("frontier", params)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     experiments = {}
-    for i, values in enumerate(zip(cfg.ppo_kl_coef, cfg.dpo_beta, cfg.rto_kl_coef)):
+    for i, values in enumerate(zip(*(getattr(cfg, name) for name in config.FRONTIER_KNOBS))):
         for seed in cfg.seeds:
-            seeds = seed_settings(["ppo", "dpo", "rto"], seed, params)
-            experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(ALGOS.values(), values)) | seeds
+            seeds = seed_settings(list(ALGOS), seed, params)
+            experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(config.FRONTIER_KNOBS.values(), values)) | seeds
     return run_batch(experiments, cfg.jobs, "frontier sweep")
 
 

@@ -66,13 +66,27 @@ def check_knob(arg: str, value: Any) -> None:
         raise PipelineError(f"{arg}: {e.errors()[0]['msg']} (got {value!r})") from None
 
 
-KNOBS = {  # the run form's fields that people sweep, with today's params.yaml values as defaults
-    "algorithms": form_field("pipeline", "algorithms"),
-    "ppo_kl_coef": form_field("ppo", "kl.coef"),
-    "ptx_coef": form_field("ppo", "ptx_coef"),
-    "dpo_beta": form_field("dpo", "beta"),
-    "rto_kl_coef": form_field("rto", "kl.coef"),
+KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml key
+    "algorithms": "pipeline.algorithms",
+    "ppo_kl_coef": "ppo.kl.coef",
+    "ptx_coef": "ppo.ptx_coef",
+    "dpo_beta": "dpo.beta",
+    "rto_kl_coef": "rto.kl.coef",
+    "grpo_kl_coef": "grpo.kl.coef",
+    "grpo_group_size": "grpo.group_size",
+    "rloo_kl_coef": "rloo.kl.coef",
+    "rloo_group_size": "rloo.group_size",
 }
+KNOBS = {arg: form_field(*key.split(".", 1)) for arg, key in KNOB_KEYS.items()}  # defaults: today's params.yaml
+
+
+def current(params: dict, key: str):
+    """The validated value of a dotted params key ('rto.kl.coef': with what rto inherits from ppo)."""
+    section, *path = key.split(".")
+    value = config.load(section, params)
+    for attr in path:
+        value = getattr(value, attr)
+    return value
 
 
 @contextlib.contextmanager
@@ -137,11 +151,15 @@ def run_dvc(args: list[str], env: dict) -> str:
 
 @flow(name="rlhf-pipeline", log_prints=True)
 def pipeline(
-    algorithms: list[Literal["ppo", "dpo", "rto"]] = KNOBS["algorithms"],
+    algorithms: list[Literal["ppo", "dpo", "rto", "grpo", "rloo"]] = KNOBS["algorithms"],
     ppo_kl_coef: float = KNOBS["ppo_kl_coef"],
     ptx_coef: float = KNOBS["ptx_coef"],
     dpo_beta: float = KNOBS["dpo_beta"],
     rto_kl_coef: float = KNOBS["rto_kl_coef"],
+    grpo_kl_coef: float = KNOBS["grpo_kl_coef"],
+    grpo_group_size: int = KNOBS["grpo_group_size"],
+    rloo_kl_coef: float = KNOBS["rloo_kl_coef"],
+    rloo_group_size: int = KNOBS["rloo_group_size"],
     overrides: list[str] | None = None,
     as_experiment: bool = True,
     name: str | None = None,
@@ -154,6 +172,10 @@ def pipeline(
         ptx_coef: gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)
         dpo_beta: DPO's beta (its implicit KL strength)
         rto_kl_coef: beta of RTO's KL penalty
+        grpo_kl_coef: beta of GRPO's KL to the SFT model
+        grpo_group_size: responses GRPO samples per prompt
+        rloo_kl_coef: beta of RLOO's KL penalty
+        rloo_group_size: responses RLOO samples per prompt
         overrides: any other params.yaml value, as section.key=value (e.g. sft.lr=1e-4)
         as_experiment: record the run as a DVC experiment (off, with no overrides: plain dvc repro)
         name: the DVC experiment's name (default: pipeline-YYYYMMDD-HHMMSS)
@@ -161,22 +183,25 @@ def pipeline(
     from prefect.runtime import flow_run
 
     params = read_params()
-    knobs = {"algorithms": algorithms, "ppo_kl_coef": ppo_kl_coef, "ptx_coef": ptx_coef, "dpo_beta": dpo_beta}
-    for arg, value in {**knobs, "rto_kl_coef": rto_kl_coef}.items():
+    knobs = {
+        "algorithms": algorithms,
+        "ppo_kl_coef": ppo_kl_coef,
+        "ptx_coef": ptx_coef,
+        "dpo_beta": dpo_beta,
+        "rto_kl_coef": rto_kl_coef,
+        "grpo_kl_coef": grpo_kl_coef,
+        "grpo_group_size": grpo_group_size,
+        "rloo_kl_coef": rloo_kl_coef,
+        "rloo_group_size": rloo_group_size,
+    }
+    for arg, value in knobs.items():
         check_knob(arg, value)
     if "rto" in algorithms and "dpo" not in algorithms:
         raise PipelineError("algorithms: rto uses the dpo stage's model: add dpo")
-    ppo_cfg, dpo_cfg, rto_cfg = (config.load(s, params) for s in ("ppo", "dpo", "rto"))
     sets = list(overrides or [])
-    for key, value, current in (
-        ("pipeline.algorithms", algorithms, config.load("pipeline", params).algorithms),
-        ("ppo.kl.coef", ppo_kl_coef, ppo_cfg.kl.coef),
-        ("ppo.ptx_coef", ptx_coef, ppo_cfg.ptx_coef),
-        ("dpo.beta", dpo_beta, dpo_cfg.beta),
-        ("rto.kl.coef", rto_kl_coef, rto_cfg.kl.coef),
-    ):
-        if value is not None and value != current:
-            sets.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
+    for arg, value in knobs.items():
+        if value is not None and value != current(params, KNOB_KEYS[arg]):
+            sets.append(f"{KNOB_KEYS[arg]}={json.dumps(value) if isinstance(value, list) else value}")
     name = name or f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
     args = (
         ["dvc", "exp", "run", "-n", name] + [a for s in sets for a in ("-S", s)]
@@ -203,18 +228,11 @@ def pipeline(
             mlflow.end_run(status="FAILED")
             raise
         params = read_params()  # as the run left it (`dvc exp run -S` writes its overrides there)
-        ppo, dpo, rto = (config.load(s, params) for s in ("ppo", "dpo", "rto"))
-        mlflow.log_params(
-            {
-                "kl_coef": ppo.kl.coef,
-                "ptx_gamma": ppo.ptx_coef,
-                "dpo_beta": dpo.beta,
-                "rto_kl_coef": rto.kl.coef,
-                "algorithms": ",".join(config.load("pipeline", params).algorithms),
-            }
-        )
+        logged = {arg: current(params, key) for arg, key in KNOB_KEYS.items() if arg != "algorithms"}
+        logged |= {"kl_coef": logged.pop("ppo_kl_coef"), "ptx_gamma": logged.pop("ptx_coef")}
+        mlflow.log_params(logged | {"algorithms": ",".join(config.load("pipeline", params).algorithms)})
         results = {}
-        for policy in ("sft", "ppo", "dpo", "rto"):
+        for policy in ("sft", *config.POLICY_STAGES):
             path = METRICS / "eval" / f"{policy}.json"
             m = json.loads(path.read_text()) if path.exists() else {}
             if "kl" in m:

@@ -3,6 +3,7 @@
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, step_logger
+from flows.online import check_reward, reward_label
 from flows.paths import MODELS
 from flows.stages import (
     check_batches_split,
@@ -54,8 +55,8 @@ def ppo_flow() -> dict:
     return policy_stage(
         "ppo",
         train_task,
-        {"algorithm": algo, "beta": cfg.kl.coef, "gamma": cfg.ptx_coef},
-        {"kl_coef": cfg.kl.coef, "ptx_gamma": cfg.ptx_coef, "algorithm": algo},
+        {"algorithm": algo, "beta": cfg.kl.coef, "gamma": cfg.ptx_coef, "reward": reward_label(cfg.reward)},
+        {"kl_coef": cfg.kl.coef, "ptx_gamma": cfg.ptx_coef, "algorithm": algo, "reward": reward_label(cfg.reward)},
     )
 
 
@@ -65,4 +66,5 @@ if __name__ == "__main__":
         ("ppo", "sample", "compute", "tracking", "pipeline"),
         check_batches_split("ppo"),
         check_prompt_lengths("ppo"),
+        check_reward("ppo"),
     )

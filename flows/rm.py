@@ -4,9 +4,16 @@ from prefect import flow, task
 
 from flows.common import finish, read_params, run_stage, stage_run, step_logger
 from flows.paths import MODELS, PAIRS
-from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
+from flows.stages import check_batches_split, checkpoint_dir, register, skip, train_in_processes
+from tasks import config
 from tasks.common import atomic_path, read_jsonl
 from tasks.reward import train_rm
+
+
+def rm_users(params: dict) -> list[str]:
+    """The online stages that train in this run and whose reward includes the trained RM."""
+    algorithms = config.load("pipeline", params).algorithms
+    return [s for s in config.ONLINE_STAGES if s in algorithms and config.RM_REWARD in config.load(s, params).reward]
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
@@ -21,6 +28,9 @@ def train_task(out_dir: str) -> dict:
 
 @flow(name="rm", log_prints=True)
 def rm_flow() -> dict:
+    if not rm_users(read_params()):
+        skip("rm", "no stage in pipeline.algorithms optimizes the RM (their reward: Python functions)")
+        return {}
     with stage_run("rm", read_params()), atomic_path(MODELS / "rm") as staging:
         out = train_task(str(staging))
         metrics = out["metrics"]
@@ -31,4 +41,8 @@ def rm_flow() -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(rm_flow, ("rm", "compute", "tracking"), check_batches_split("rm"))
+    run_stage(
+        rm_flow,
+        ("rm", "compute", "tracking", "pipeline", "ppo", "rto", "grpo", "rloo"),
+        check_batches_split("rm"),
+    )

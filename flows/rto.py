@@ -3,6 +3,7 @@
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, step_logger
+from flows.online import check_reward, reward_label
 from flows.paths import MODELS
 from flows.stages import (
     check_batches_split,
@@ -53,8 +54,14 @@ def rto_flow() -> dict:
     return policy_stage(
         "rto",
         train_task,
-        {"algorithm": "rto", "beta": cfg.kl.coef, "token_beta": cfg.token_beta},
-        {"kl_coef": cfg.kl.coef, "token_beta": cfg.token_beta, "token_clip": cfg.token_clip, "algorithm": "rto"},
+        {"algorithm": "rto", "beta": cfg.kl.coef, "token_beta": cfg.token_beta, "reward": reward_label(cfg.reward)},
+        {
+            "kl_coef": cfg.kl.coef,
+            "token_beta": cfg.token_beta,
+            "token_clip": cfg.token_clip,
+            "algorithm": "rto",
+            "reward": reward_label(cfg.reward),
+        },
     )
 
 
@@ -64,4 +71,5 @@ if __name__ == "__main__":
         ("rto", "sample", "compute", "tracking", "pipeline"),
         check_batches_split("rto"),
         check_prompt_lengths("rto"),
+        check_reward("rto"),
     )

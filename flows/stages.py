@@ -21,6 +21,8 @@ PROMPT_SPLITS = {
     "sample": ("comparison", "sample"),
     "ppo": ("policy", "ppo"),
     "rto": ("policy", "rto"),
+    "grpo": ("policy", "grpo"),
+    "rloo": ("policy", "rloo"),
     "eval": ("eval", "eval"),
 }
 
@@ -100,16 +102,21 @@ def register(
     )
 
 
-def skipped(stage: str) -> bool:
-    """True (and a 'skipped' marker output + metrics) when pipeline.algorithms leaves this stage out."""
-    if stage in config.load("pipeline", read_params()).algorithms:
-        return False
+def skip(stage: str, why: str) -> None:
+    """The stage records 'skipped': a marker output, metrics and an empty steps file (DVC wants every output)."""
     with atomic_path(MODELS / stage) as staging:
         staging.mkdir()
-        (staging / "SKIPPED").write_text(f"{stage} is not in pipeline.algorithms\n")
+        (staging / "SKIPPED").write_text(f"{stage}: {why}\n")
     write_metrics(stage, {"skipped": 1})
-    write_steps(stage, [])  # its plots output exists too, or DVC refuses the stage
-    print(f"{stage}: skipped (not in pipeline.algorithms)")
+    write_steps(stage, [])
+    print(f"{stage}: skipped ({why})")
+
+
+def skipped(stage: str) -> bool:
+    """True (and the stage recorded as skipped) when pipeline.algorithms leaves this stage out."""
+    if stage in config.load("pipeline", read_params()).algorithms:
+        return False
+    skip(stage, "not in pipeline.algorithms")
     return True
 
 

@@ -232,30 +232,56 @@ class KLConfig(Section):
     horizon: int = Field(10000, ge=1, description="controller horizon in episodes")
 
 
-class PPOConfig(Section):
+RM_REWARD = "rm"  # the trained reward model's name in a `reward` spec
+
+
+def _reward_spec(v):
+    """'rm' or 'module:function' -> {name: 1.0}; a list -> weight 1 each; a mapping as it is."""
+    if isinstance(v, str):
+        return {v: 1.0}
+    if isinstance(v, list):
+        return dict.fromkeys(v, 1.0)
+    return v
+
+
+def _reward_names(v: dict[str, float]) -> dict[str, float]:
+    if not v:
+        raise ValueError("name at least one reward: 'rm' or 'module:function'")
+    for name in v:
+        mod, _, fn = name.partition(":")
+        if name != RM_REWARD and not (mod and fn):
+            raise ValueError(f"{name!r} is neither 'rm' nor 'module:function'")
+    return v
+
+
+class PolicyOptConfig(Section):
+    """What the online policy stages (ppo, rto, grpo, rloo) share: rollouts, the clipped update, KL, reward."""
+
     seed: int = Field(0, description="seed of prompt order, sampling and ptx batches")
     iterations: int = Field(3, ge=1, description="rollout + update iterations")
     checkpoint_every: int = Field(2, ge=0, description="save a resumable checkpoint every N iterations (0: never)")
     checkpoint_minutes: float = Field(
         10.0, ge=0, description="and only once this many minutes of training passed since the last one (0: at every N)"
     )
-    rollout_batch_size: int = Field(32, ge=1, description="prompts (episodes) per iteration")
+    rollout_batch_size: int = Field(32, ge=1, description="responses (episodes) per iteration")
     minibatch_size: int = Field(8, ge=1, description="episodes per gradient step")
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout batch")
     lr: float = Field(6e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
-    value_lr: float = Field(6e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clip (policy and critic)")
-    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clip")
     clip: float = Field(0.2, gt=0, description="policy ratio clip epsilon")
-    value_clip: float = Field(0.2, gt=0, description="value clip epsilon")
-    vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
-    whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
+    loss_aggregation: Literal["token", "sequence"] = Field(
+        "token", description="token: every response token weighs the same; sequence: every response does (GRPO)"
+    )
     kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty to the SFT model")
+    reward: dict[str, float] = Field(
+        default_factory=lambda: {"rm": 1.0},
+        description="what the policy maximizes: 'rm' (the trained reward model, normalized), 'module:function' "
+        "(Python: (prompt, response) -> float, or text -> float), or {name: weight, ...} summed",
+    )
     ptx_coef: float = Field(0.2, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
     ptx_batch_size: int = Field(4, ge=1, description="pretraining texts per update")
     ptx_max_length: int = Field(64, ge=8, description="tokens per pretraining text")
-    reward_clip: float = Field(5.0, ge=0, description="clip the normalized score to +-this (PPO-max; 0: off)")
+    reward_clip: float = Field(5.0, ge=0, description="clip the score to +-this (PPO-max; 0: off)")
     running_reward_norm: bool = Field(False, description="normalize scores by running mean/std (PPO-max)")
     missing_eos_penalty: float = Field(0.0, le=0, description="added to the score of responses without EOS")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
@@ -268,7 +294,62 @@ class PPOConfig(Section):
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
 
-    _f = field_validator("lr", "value_lr", "ptx_coef", mode="before")(_no_nan)
+    _f = field_validator("lr", "ptx_coef", mode="before")(_no_nan)
+    _r = field_validator("reward", mode="before")(_reward_spec)
+    _n = field_validator("reward")(_reward_names)
+
+
+class PPOConfig(PolicyOptConfig):
+    """PPO / PPO-ptx: a critic (initialised from the RM) and GAE."""
+
+    value_lr: float = Field(6e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    value_clip: float = Field(0.2, gt=0, description="value clip epsilon")
+    vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
+    whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
+
+    _v = field_validator("value_lr", mode="before")(_no_nan)
+
+
+class GroupConfig(PolicyOptConfig):
+    """Critic-free: group_size responses per prompt, each one's advantage from its group's rewards."""
+
+    group_size: int = Field(4, ge=2, description="K: responses sampled per prompt (rollout_batch_size / K prompts)")
+    kl_in: Literal["loss", "reward"] = Field(
+        "reward",
+        description="the KL to SFT as a loss term on the current policy (GRPO: k3) or subtracted from the "
+        "reward before the baseline (RLOO, PPO: k1)",
+    )
+    ptx_coef: float = Field(0.0, ge=0, description="pretraining LM loss weight (GRPO and RLOO use none)")
+
+    @model_validator(mode="after")
+    def _whole_groups(self):
+        if self.rollout_batch_size % self.group_size:
+            raise ValueError(
+                f"rollout_batch_size={self.rollout_batch_size} must be a multiple of group_size={self.group_size}"
+            )
+        return self
+
+
+class GRPOConfig(GroupConfig):
+    """GRPO (Shao et al. 2024): advantage (r - mean) / std over the group; Dr. GRPO with scale_rewards false."""
+
+    scale_rewards: bool = Field(True, description="divide by the group's std (false: Dr. GRPO, unbiased)")
+    kl_in: Literal["loss", "reward"] = Field(
+        "loss", description="the KL to SFT as a loss term (GRPO: k3) or subtracted from the reward (k1)"
+    )
+    kl: KLConfig = Field(
+        default_factory=lambda: KLConfig(estimator="k3", coef=0.04, adaptive=False),
+        description="KL to SFT (DeepSeekMath: k3, beta 0.04, fixed)",
+    )
+    loss_aggregation: Literal["token", "sequence"] = Field(
+        "sequence", description="token: every response token weighs the same; sequence: every response does (GRPO)"
+    )
+
+
+class RLOOConfig(GroupConfig):
+    """RLOO (Ahmadian et al. 2024): advantage r minus the mean of the other K - 1 responses' rewards."""
 
 
 class DPOConfig(TrainConfig):
@@ -301,8 +382,15 @@ class RTOConfig(PPOConfig):
     ptx_coef: float = Field(0.0, ge=0, description="pretraining LM loss weight (RTO uses none)")
 
 
+POLICY_STAGES = ("ppo", "dpo", "rto", "grpo", "rloo")  # the stages that train a policy from SFT
+ONLINE_STAGES = ("ppo", "rto", "grpo", "rloo")  # those that sample and score their own rollouts
+
+PolicyStage = Literal["ppo", "dpo", "rto", "grpo", "rloo"]
+Stage = Literal["sft", "sample", "rm", "ppo", "dpo", "rto", "grpo", "rloo", "eval"]
+
+
 class PipelineConfig(Section):
-    algorithms: list[Literal["ppo", "dpo", "rto"]] = Field(
+    algorithms: list[PolicyStage] = Field(
         default_factory=lambda: ["ppo", "dpo", "rto"],
         description="which policy stages do work (the others record 'skipped'); rto needs dpo",
     )
@@ -362,7 +450,7 @@ class ComputeConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 where the device computes it natively (GPU, CPU with amx/avx512_bf16)"
     )
-    fp32_stages: list[Literal["sft", "sample", "rm", "ppo", "dpo", "rto", "eval"]] = Field(
+    fp32_stages: list[Stage] = Field(
         default_factory=lambda: ["dpo"],
         description="stages that compute in fp32 whatever precision resolves to (bf16 moved DPO beyond seed noise)",
     )
@@ -370,7 +458,7 @@ class ComputeConfig(Section):
     num_processes: int = Field(
         1,
         ge=1,
-        description="training processes for sft/rm/dpo/ppo/rto: > 1 runs them under "
+        description="training processes for the training stages: > 1 runs them under "
         "`accelerate launch`, data-parallel (DDP: gloo on CPU, NCCL on GPUs)",
     )
     accelerate_config: str | None = Field(
@@ -386,6 +474,16 @@ class TrackingConfig(Section):
     registered_prefix: str = Field("rlhf", description="registered model names are '<prefix>-<stage>'")
 
 
+# frontier field -> the params key it sweeps (the KL strength of each policy stage)
+FRONTIER_KNOBS = {
+    "ppo_kl_coef": "ppo.kl.coef",
+    "dpo_beta": "dpo.beta",
+    "rto_kl_coef": "rto.kl.coef",
+    "grpo_kl_coef": "grpo.kl.coef",
+    "rloo_kl_coef": "rloo.kl.coef",
+}
+
+
 class FrontierConfig(Section):
     ppo_kl_coef: list[float] = Field(
         default_factory=lambda: [0.005, 0.05, 0.1],
@@ -397,6 +495,12 @@ class FrontierConfig(Section):
     rto_kl_coef: list[float] = Field(
         default_factory=lambda: [0.003, 0.03, 0.1], description="rto.kl.coef of each sweep experiment"
     )
+    grpo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1, 0.3], description="grpo.kl.coef of each sweep experiment"
+    )
+    rloo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.005, 0.05, 0.1], description="rloo.kl.coef of each sweep experiment"
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [0],
         description="each value of the sweep runs once per seed (the policy stages' seed); points average them",
@@ -407,13 +511,13 @@ class FrontierConfig(Section):
 
     @model_validator(mode="after")
     def _same_length(self):
-        n = {len(self.ppo_kl_coef), len(self.dpo_beta), len(self.rto_kl_coef)}
-        if len(n) != 1 or 0 in n:
+        lists = [getattr(self, name) for name in FRONTIER_KNOBS]
+        if len({len(v) for v in lists}) != 1 or not lists[0]:
             raise ValueError(
-                "ppo_kl_coef, dpo_beta and rto_kl_coef need the same, non-zero number of values "
+                f"{', '.join(FRONTIER_KNOBS)} need the same, non-zero number of values "
                 "(experiment i runs value i of each)"
             )
-        if min(self.ppo_kl_coef + self.dpo_beta + self.rto_kl_coef) <= 0:
+        if min(sum(lists, [])) <= 0:
             raise ValueError("every coefficient must be > 0")
         return self
 
@@ -422,9 +526,9 @@ class SeedsConfig(Section):
     values: list[int] = Field(
         default_factory=lambda: [0, 1, 2], description="the seeds: one DVC experiment each (make seeds N=3: 0..N-1)"
     )
-    stages: list[Literal["sft", "sample", "rm", "ppo", "dpo", "rto"]] = Field(
+    stages: list[Stage] = Field(
         default_factory=lambda: ["ppo", "dpo", "rto"],
-        description="stages whose seed is set (rto inherits ppo's unless rto.seed is set); the others are "
+        description="stages whose seed is set (rto, grpo, rloo take ppo's unless they set one); the others are "
         "shared: same data and RM",
     )
     level: float = Field(0.95, gt=0, lt=1, description="level of the interval over seeds (Student's t)")
@@ -451,6 +555,8 @@ SECTIONS = {
     "eval": EvalConfig,
     "dpo": DPOConfig,
     "rto": RTOConfig,
+    "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
     "pipeline": PipelineConfig,
     "frontier": FrontierConfig,
     "seeds": SeedsConfig,
@@ -459,7 +565,9 @@ SECTIONS = {
 }
 
 
-INHERITS = {"rto": "ppo"}  # section -> the section whose values it starts from
+# section -> the section whose values it starts from (only the fields the section has; its reward, when set,
+# replaces the parent's instead of merging into it)
+INHERITS = {"rto": "ppo", "grpo": "ppo", "rloo": "ppo"}
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -507,7 +615,12 @@ def resolved(section: str, params: dict) -> dict:
         raise ConfigError(f"params.yaml: section '{section}' is missing")
     raw = params[section] or {}
     if parent := INHERITS.get(section):
-        raw = deep_merge(resolved(parent, params), raw)
+        fields = SECTIONS[section].model_fields
+        inherited = {k: v for k, v in resolved(parent, params).items() if k in fields}
+        merged = deep_merge(inherited, raw)
+        if "reward" in raw:
+            merged["reward"] = raw["reward"]
+        return merged
     return raw
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,14 +62,13 @@ def perplexity(model, tok, texts: list[str], max_length: int, batch_size: int, d
 
 
 def policy_samples(model, tok, prompts, gen_cfg, k, seed, device, dtype, max_prompt_len, scorer, rm, norm) -> dict:
-    """k seeded samples of each prompt, with their gold and RM scores as (n_prompts, k) arrays."""
+    """k seeded samples of each prompt, with their gold and RM scores (no RM: none) as (n_prompts, k) arrays."""
     s = sample(model, tok, prompts, k, gen_cfg, seed, device, dtype, max_prompt_len, desc="eval sampling")
     index = [x["prompt_index"] for x in s]
-    return {
-        "samples": s,
-        "gold": stats.by_prompt(gold_scores(scorer, prompts, s), index, len(prompts)),
-        "rm": stats.by_prompt(rm_scores(rm, norm, s, tok.pad_token_id, device, dtype), index, len(prompts)),
-    }
+    out = {"samples": s, "gold": stats.by_prompt(gold_scores(scorer, prompts, s), index, len(prompts))}
+    if rm is not None:
+        out["rm"] = stats.by_prompt(rm_scores(rm, norm, s, tok.pad_token_id, device, dtype), index, len(prompts))
+    return out
 
 
 def policy_kl(policy, sft, tok, pol: dict, n_prompts: int, device, dtype, batch_size: int) -> np.ndarray:
@@ -82,20 +82,21 @@ def policy_kl(policy, sft, tok, pol: dict, n_prompts: int, device, dtype, batch_
 
 
 def per_prompt(pol: dict, base: dict, kl: np.ndarray) -> dict:
-    """The per-prompt statistics (n_prompts,) whose means are the reported numbers."""
-    return {
+    """The per-prompt statistics (n_prompts,) whose means are the reported numbers (RM ones when there is an RM)."""
+    out = {
         "win_rate_gold": stats.pairwise_wins(pol["gold"], base["gold"]),
-        "win_rate_rm": stats.pairwise_wins(pol["rm"], base["rm"]),
         "gold_reward": pol["gold"].mean(axis=1),
-        "rm_score": pol["rm"].mean(axis=1),
         "kl": kl.mean(axis=1),
     }
+    if "rm" in pol:
+        out |= {"win_rate_rm": stats.pairwise_wins(pol["rm"], base["rm"]), "rm_score": pol["rm"].mean(axis=1)}
+    return out
 
 
 def summarize(values: dict, samples: list[dict], indices: np.ndarray, level: float) -> dict:
     """Metrics of one policy: each per-prompt statistic's mean, SE and interval, the win/draw/loss counts."""
     m = {}
-    for name in INTERVAL_METRICS:
+    for name in (n for n in INTERVAL_METRICS if n in values):
         m |= stats.flat(name, stats.interval(values[name], indices, level))
     n_prompts, k = len(values["kl"]), len(samples) // len(values["kl"])
     return m | {
@@ -221,9 +222,10 @@ def evaluate_policies(
     n, k = len(prompts), cfg.samples_per_prompt
     indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
     sft, tok = load_lm(sft_dir, device)
-    rm, _ = load_scalar_model(rm_dir, device)
-    norm = load_reward_norm(rm_dir)
-    scoring = (device, dtype, cfg.max_prompt_len, scorer, rm.eval(), norm)
+    rm, norm = None, {}
+    if (Path(rm_dir) / "config.json").exists():  # the rm stage records 'skipped' when no stage optimizes it
+        rm, norm = load_scalar_model(rm_dir, device)[0].eval(), load_reward_norm(rm_dir)
+    scoring = (device, dtype, cfg.max_prompt_len, scorer, rm, norm)
     greedy = cfg.generation.model_copy(update={"temperature": 0.0})
     base = policy_samples(sft, tok, prompts, cfg.generation, k, cfg.seed, *scoring)
     base_greedy = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, *scoring) if cfg.greedy else None
@@ -247,8 +249,11 @@ def evaluate_policies(
                 "policy_response": b["text"],
                 "gold_sft": float(base["gold"].flat[i]),
                 "gold_policy": float(pol["gold"].flat[i]),
-                "rm_sft": float(base["rm"].flat[i]),
-                "rm_policy": float(pol["rm"].flat[i]),
+                **(
+                    {"rm_sft": float(base["rm"].flat[i]), "rm_policy": float(pol["rm"].flat[i])}
+                    if rm is not None
+                    else {}
+                ),
             }
             for i, (a, b) in enumerate(zip(base["samples"], pol["samples"]))
         ]

@@ -10,9 +10,10 @@ import numpy as np
 
 from tasks import stats
 from tasks.common import atomic_path
+from tasks.config import POLICY_STAGES
 
-ALGOS = ("ppo", "dpo", "rto")
-AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")
+ALGOS = POLICY_STAGES
+AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")  # rm_score: where an RM was trained
 
 
 def walk(node):
@@ -109,7 +110,10 @@ def latest_batch(exp_show: list, prefix: str = "seeds-") -> str | None:
 
 def aggregate(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
     """{algo: {metric: {mean, se, lo, hi, n}}}: each metric's mean over seeds with its t-interval."""
-    return {algo: {k: stats.t_interval([r[k] for r in rows], level) for k in AGGREGATED} for algo, rows in runs.items()}
+    return {
+        algo: {k: stats.t_interval([r[k] for r in rows], level) for k in AGGREGATED if all(k in r for r in rows)}
+        for algo, rows in runs.items()
+    }
 
 
 def welch_interval(a, b, level: float) -> dict | None:
@@ -136,7 +140,11 @@ def differences(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
     """{"<a>_vs_<b>": {metric: welch_interval}} for every two algorithms with ≥ 2 seeds each."""
     algos = [a for a in runs if len(runs[a]) >= 2]
     return {
-        f"{a}_vs_{b}": {k: welch_interval([r[k] for r in runs[a]], [r[k] for r in runs[b]], level) for k in AGGREGATED}
+        f"{a}_vs_{b}": {
+            k: welch_interval([r[k] for r in runs[a]], [r[k] for r in runs[b]], level)
+            for k in AGGREGATED
+            if all(k in r for r in runs[a] + runs[b])
+        }
         for i, a in enumerate(algos)
         for b in algos[i + 1 :]
     }

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from tasks import stats
 from tasks.common import atomic_path
+from tasks.config import FRONTIER_KNOBS
 from tasks.experiments import param, revisions
 
-ALGOS = {"ppo": "ppo.kl.coef", "dpo": "dpo.beta", "rto": "rto.kl.coef"}  # the KL-strength knob of each
+ALGOS = {key.split(".")[0]: key for key in FRONTIER_KNOBS.values()}  # algorithm -> its KL-strength knob
 VALUES = ("kl", "gold_reward", "win_rate_gold")
 COLUMNS = ["experiments", "coef", "n_seeds"] + [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
 
@@ -25,7 +26,7 @@ def points(exp_show: list, level: float = 0.95) -> dict[str, list[dict]]:
     runs: dict[tuple, dict] = {}
     for rev, params, metrics in [*revisions(exp_show, None), *revisions(exp_show, "frontier-")]:
         for algo, m in metrics.items():
-            coef = param(params, ALGOS[algo]) or param(params, "ppo.kl.coef")  # rto may inherit ppo's
+            coef = param(params, ALGOS[algo]) or param(params, "ppo.kl.coef")  # rto, rloo may inherit ppo's
             runs.setdefault((algo, coef, m["kl"]), {"experiment": rev, **m})  # listed twice: one run
     grouped: dict[tuple, list[dict]] = {}
     for (algo, coef, _), m in runs.items():

@@ -36,13 +36,13 @@ def scored_text(prompt, completion: str) -> str:
     return prompt + completion if isinstance(prompt, str) else completion
 
 
-def load_scorer(path: str):
-    """Import 'module:function'; a clear error if it does not import or is not callable."""
+def load_scorer(path: str, param: str = "sample.gold_scorer"):
+    """Import 'module:function'; one line naming the param if it does not import or is not callable."""
     mod, _, fn = path.partition(":")
     try:
         f = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError, ValueError) as e:
-        raise PipelineError(f"params.yaml: sample.gold_scorer: cannot import '{path}' ({e})") from None
+        raise PipelineError(f"params.yaml: {param}: cannot import '{path}' ({e})") from None
     if not callable(f):
-        raise PipelineError(f"params.yaml: sample.gold_scorer: '{path}' is not callable")
+        raise PipelineError(f"params.yaml: {param}: '{path}' is not callable")
     return f

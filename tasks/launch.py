@@ -33,13 +33,20 @@ from tasks.context import SINGLE_PROCESS, DistContext
 from tasks.tracking import metric_prefix
 
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `python -m tasks.launch` finds the project's packages
-RL_STAGES = ("ppo", "rto")
 
 
 def check_divisible(stage: str, cfg, n: int) -> None:
-    """Every process must get an equal slice of each batch (DDP all-reduces once per update)."""
-    if stage in RL_STAGES:
-        sizes, need, why = {"rollout_batch_size": cfg.rollout_batch_size, "minibatch_size": cfg.minibatch_size}, n, ""
+    """Every process must get an equal slice of each batch (DDP all-reduces once per update), and the
+    critic-free stages whole groups of responses (a group's baseline never crosses processes)."""
+    if stage in config.ONLINE_STAGES:
+        group = getattr(cfg, "group_size", 1)
+        sizes = {"rollout_batch_size": cfg.rollout_batch_size, "minibatch_size": cfg.minibatch_size}
+        need, why = n, ""
+        if group > 1 and (cfg.rollout_batch_size // group) % n:
+            raise PipelineError(
+                f"params.yaml: {stage}.rollout_batch_size={cfg.rollout_batch_size} / group_size={group} prompts "
+                f"must be a multiple of compute.num_processes={n} (each process samples whole groups)"
+            )
     else:
         sizes, need, why = {"batch_size": cfg.batch_size}, n * cfg.grad_accum, f" x {stage}.grad_accum={cfg.grad_accum}"
     for name, size in sizes.items():

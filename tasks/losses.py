@@ -161,21 +161,66 @@ def gae(
     return adv, (adv + values) * mask
 
 
+def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token") -> torch.Tensor:
+    """A per-token loss (B, L) to one number.
+
+    token:    Σ_i Σ_t m_it x_it / Σ_i Σ_t m_it          every token weighs the same (PPO, DAPO)
+    sequence: 1/B Σ_i (Σ_t m_it x_it / Σ_t m_it)        every response weighs the same (GRPO, eq. 3)
+    """
+    if how == "token":
+        return masked_mean(x, mask)
+    if how == "sequence":
+        return masked_mean(x, mask, dim=1).mean()
+    raise ValueError(f"unknown loss aggregation {how!r}")
+
+
 def ppo_policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+    aggregation: str = "token",
 ) -> tuple[torch.Tensor, dict]:
     """Clipped surrogate objective (Schulman et al. 2017), as a loss to minimize.
 
         ρ_t = exp(log π_θ − log π_old),   L = E_t[ max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε)) ]
-    All (B, L). Also returns clip fraction and approx-KL ½E[(log ρ)²] as floats.
+    All (B, L); E_t per `aggregate`. Also returns clip fraction and approx-KL ½E[(log ρ)²] as floats.
     """
     log_ratio = (logp - old_logp) * mask
     ratio = torch.exp(log_ratio)
-    loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), mask)
+    loss = aggregate(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), mask, aggregation)
     with torch.no_grad():
         clipfrac = masked_mean(((ratio - 1).abs() > clip).float(), mask).item()
         approx_kl = masked_mean(0.5 * log_ratio**2, mask).item()
     return loss, {"clipfrac": clipfrac, "approx_kl": approx_kl}
+
+
+def grpo_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-relative advantage (Shao et al. 2024, DeepSeekMath §4.1.2), one per response.
+
+        A_i = (r_i − mean(r_group)) / (std(r_group) + ε)      scale=True (std with Bessel's n−1, as TRL)
+        A_i =  r_i − mean(r_group)                             scale=False: Dr. GRPO (Liu et al. 2025)
+    scores (N,) with the K = group_size responses of a prompt adjacent (N = n_prompts × K). A group whose
+    rewards are all equal gets 0 (never NaN). Returns (N,).
+    """
+    groups = scores.view(-1, group_size)
+    centered = groups - groups.mean(dim=1, keepdim=True)
+    if scale:
+        centered = centered / (groups.std(dim=1, keepdim=True) + eps)
+    return centered.reshape(-1)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): the baseline of a response is the
+    mean reward of the other K − 1 responses to its prompt.
+
+        A_i = r_i − 1/(K−1) Σ_{j≠i} r_j  =  K/(K−1) · (r_i − mean(r_group))
+    scores (N,) with a prompt's K ≥ 2 responses adjacent. Returns (N,).
+    """
+    groups = scores.view(-1, group_size)
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).reshape(-1)
 
 
 def value_loss(

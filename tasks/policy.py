@@ -1,10 +1,11 @@
-"""The models PPO and RTO train against: the policy, its frozen reference, the critic and the reward model,
-and how the reward model's score becomes the score PPO optimizes."""
+"""The models the online policy stages train against: the policy, its frozen reference, the critic and the
+reward, and how the reward's score becomes the score they optimize."""
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,7 @@ from tasks.context import SINGLE_PROCESS, DistContext
 from tasks.generation import response_logprobs
 from tasks.models import add_lora, disable_dropout, load_lm, load_scalar_model
 from tasks.reward import load_reward_norm, token_scalars
+from tasks.rewards import load_functions, needs_rm
 
 
 class RunningMoments:
@@ -39,9 +41,8 @@ class RunningMoments:
         self.mean, self.var, self.count = state
 
 
-def process_scores(raw: torch.Tensor, ended: torch.Tensor, norm: dict, cfg, running: RunningMoments) -> torch.Tensor:
-    """RM output -> the score PPO optimizes: stored normalization, EOS penalty, optional running norm, clip."""
-    score = raw * norm["gain"] + norm["bias"]
+def process_scores(score: torch.Tensor, ended: torch.Tensor, cfg, running: RunningMoments) -> torch.Tensor:
+    """The reward's score -> the score the policy optimizes: EOS penalty, optional running norm, clip (PPO-max)."""
     score = torch.where(ended, score, score + cfg.missing_eos_penalty)
     if cfg.running_reward_norm:
         running.update(score)
@@ -49,22 +50,33 @@ def process_scores(raw: torch.Tensor, ended: torch.Tensor, norm: dict, cfg, runn
     return score.clamp(-cfg.reward_clip, cfg.reward_clip) if cfg.reward_clip else score
 
 
-class Policy:
-    """The trained policy, its frozen reference and the critic; with LoRA, the reference is the policy
-    with its adapter disabled (no second copy in memory)."""
+def trained(model_dir) -> bool:
+    """False for a stage output that records 'skipped' (tasks don't know flows' paths: they get the dir)."""
+    return not (Path(model_dir) / "SKIPPED").exists()
 
-    def __init__(self, cfg, sft_dir, rm_dir, device):
+
+class Policy:
+    """The trained policy, its frozen reference, the critic (PPO, RTO; None for GRPO/RLOO) and the reward
+    (the RM and/or Python functions, params `reward`); with LoRA, the reference is the policy with its adapter
+    disabled (no second copy in memory)."""
+
+    def __init__(self, cfg, sft_dir, rm_dir, device, critic: bool = True, section: str = "ppo"):
         model, self.tok = load_lm(sft_dir, device)
         disable_dropout(model)
         self.lora = cfg.lora.enabled
         self.ref = None if self.lora else copy.deepcopy(model).eval().requires_grad_(False)
         self.model = add_lora(model, cfg.lora)
-        self.value, _ = load_scalar_model(rm_dir, device)  # critic initialised from the RM
-        self.rm, _ = load_scalar_model(rm_dir, device)
+        self.rm, self.norm, self.value = None, {}, None
+        if needs_rm(cfg.reward):
+            self.rm, _ = load_scalar_model(rm_dir, device)
+            self.rm.eval().requires_grad_(False)
+            self.norm = load_reward_norm(rm_dir)
+        if critic:  # initialised from the RM; from SFT with a fresh head when no RM was trained
+            self.value, _ = load_scalar_model(rm_dir if trained(rm_dir) else sft_dir, device)
         for m in (self.value, self.rm):
-            disable_dropout(m)
-        self.rm.eval().requires_grad_(False)
-        self.norm = load_reward_norm(rm_dir)
+            if m is not None:
+                disable_dropout(m)
+        self.functions = load_functions(cfg.reward, section)
 
     @torch.no_grad()
     def ref_logprobs(self, packed, temperature):

@@ -1,14 +1,15 @@
-"""PPO / PPO-ptx for RLHF (InstructGPT step 3), readable top to bottom. RTO reuses it (token_reward hook).
+"""PPO / PPO-ptx for RLHF (InstructGPT step 3), readable top to bottom. RTO reuses it (token_reward hook);
+GRPO and RLOO (tasks/grpo.py) reuse it without a critic (shape hook, group_size responses per prompt).
 
 One iteration, one function each:
-  1. rollout:        sample one response per prompt from the policy (temperature T, stop at EOS)
-  2. score_rollout:  old log-probs (policy), reference log-probs (frozen SFT), values (critic), RM score
-                     (normalized with the RM's stored gain/bias; PPO-max: optional running norm + clipping;
-                     penalty for responses without EOS)
+  1. rollout:        sample group_size responses per prompt from the policy (temperature T, stop at EOS)
+  2. score_rollout:  old log-probs (policy), reference log-probs (frozen SFT), values (critic), the reward
+                     (params `reward`: the RM normalized with its stored gain/bias, Python functions, or a
+                     weighted sum; PPO-max: optional running norm + clipping; penalty for responses without EOS)
   3. shape_rewards:  r_t = −β·KL_t (+ token reward) with the score added at the last response token, then
   4.                 GAE (γ, λ) -> advantages (whitened over the batch) and returns
   5. update:         several epochs of minibatch updates: clipped policy loss + clipped value loss
-                     (+ γ_ptx × LM loss on pretraining text: PPO-ptx)
+                     (+ β × KL loss when the KL is a loss term; + γ_ptx × LM loss on pretraining text: PPO-ptx)
   6. next_beta:      adaptive β (Ziegler et al.) from the observed sequence-level KL
 Implementation details follow "The N implementation details of RLHF with PPO" (Huang et al.) and
 "Secrets of RLHF: PPO-max" (Zheng et al.): dropout off, per-token KL, temperature-consistent log-probs,
@@ -36,13 +37,26 @@ from tasks.gold import scored_text
 from tasks.models import merged, sampling_copy
 from tasks.policy import Policy, RunningMoments, process_scores, ptx_batch, values_of
 from tasks.reward import TokenScorer, sequence_rewards
+from tasks.rewards import RM, combined, metric_name, reward_parts
+
+RM_SCORE = "rm_score"  # the RM term's normalized score in the logs (the dvc plots and MLflow charts use it)
 
 
 def rollout(
-    pol: Policy, prompts: list, cfg, iteration: int, prompt_rng: random.Random, ctx: DistContext, device: str, dtype
+    pol: Policy,
+    prompts: list,
+    cfg,
+    iteration: int,
+    prompt_rng: random.Random,
+    ctx: DistContext,
+    device: str,
+    dtype,
+    group_size: int = 1,
 ) -> dict:
-    """1. This process's share of a fresh batch of prompts and the policy's responses, packed for scoring."""
-    batch_prompts = prompt_rng.sample(prompts, min(cfg.rollout_batch_size, len(prompts)))[ctx.rank :: ctx.world]
+    """1. This process's share of a fresh batch of prompts and the policy's group_size responses to each (adjacent),
+    packed for scoring."""
+    n_prompts = cfg.rollout_batch_size // group_size
+    batch_prompts = prompt_rng.sample(prompts, min(n_prompts, len(prompts)))[ctx.rank :: ctx.world]
     pol.model.eval()  # dropout is off and the policy in eval mode: log-probs match the sampler's
     seed = cfg.seed * 7919 + iteration + 104_729 * ctx.rank
     precision = cfg.rollout_precision
@@ -53,7 +67,7 @@ def rollout(
         sampler,
         pol.tok,
         batch_prompts,
-        1,
+        group_size,
         cfg.generation,
         seed,
         device,
@@ -63,19 +77,27 @@ def rollout(
     )
     packed = pack([r["query"] for r in responses], [r["response"] for r in responses], pol.tok.pad_token_id)
     ended = torch.tensor([r["ended"] for r in responses], device=device)
-    return {"prompts": batch_prompts, "responses": responses, "packed": to_device(packed, device), "ended": ended}
+    return {
+        "prompts": [batch_prompts[r["prompt_index"]] for r in responses],  # one per response
+        "responses": responses,
+        "packed": to_device(packed, device),
+        "ended": ended,
+    }
 
 
 def score_rollout(pol: Policy, roll: dict, cfg, running: RunningMoments, device: str, dtype) -> dict:
-    """2. Everything the update compares against, computed once with the weights that sampled."""
+    """2. Everything the update compares against, computed once with the weights that sampled; the reward's
+    terms (RM and/or Python functions) and the score the policy optimizes."""
     packed, temperature = roll["packed"], cfg.generation.temperature
     with torch.no_grad(), autocast(device, dtype):
         old_logp = response_logprobs(pol.model, packed, temperature)
         ref_logp = pol.ref_logprobs(packed, temperature)
-        old_values = values_of(pol.value, packed).float()
-        raw = sequence_rewards(pol.rm, packed, pol.norm.get("pooling", "last")).float()
-    score = process_scores(raw, roll["ended"], pol.norm, cfg, running)
-    return {"old_logp": old_logp, "ref_logp": ref_logp, "old_values": old_values, "raw": raw, "score": score}
+        old_values = values_of(pol.value, packed).float() if pol.value is not None else None
+        raw = sequence_rewards(pol.rm, packed, pol.norm.get("pooling", "last")).float() if pol.rm is not None else None
+    texts = [r["text"] for r in roll["responses"]]
+    parts = reward_parts(cfg.reward, raw, pol.norm, pol.functions, roll["prompts"], texts, device)
+    score = process_scores(combined(cfg.reward, parts), roll["ended"], cfg, running)
+    return {"old_logp": old_logp, "ref_logp": ref_logp, "old_values": old_values, "parts": parts, "score": score}
 
 
 def shape_rewards(roll: dict, scored: dict, cfg, beta: float, token_reward: Callable | None, ctx: DistContext) -> dict:
@@ -104,8 +126,10 @@ def update(
     dtype,
     tok,
 ) -> dict[str, list[float]]:
-    """5. cfg.ppo_epochs passes of minibatch steps on the clipped policy and value losses (+ PPO-ptx's LM loss)."""
-    policy_net, value_net = nets["policy"], nets["value"]
+    """5. cfg.ppo_epochs passes of minibatch steps on the clipped policy loss (+ the value loss with a critic,
+    + the KL to SFT when it is a loss term, + PPO-ptx's LM loss)."""
+    policy_net, value_net = nets["policy"], nets.get("value")
+    kl_loss_coef = shaped.get("kl_loss_coef", 0.0)
     packed, temperature, n = roll["packed"], cfg.generation.temperature, len(roll["responses"])
     stats: dict[str, list[float]] = {}
     for _ in range(cfg.ppo_epochs):
@@ -116,10 +140,15 @@ def update(
                 logits = response_logits(policy_net, mb).float() / temperature
                 logp = losses.token_logprobs(logits, mb["response"]) * mask
                 pg_loss, pg_stats = losses.ppo_policy_loss(
-                    logp, scored["old_logp"][idx], shaped["advantages"][idx], mask, cfg.clip
+                    logp, scored["old_logp"][idx], shaped["advantages"][idx], mask, cfg.clip, cfg.loss_aggregation
                 )
                 entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask).item()
                 loss = pg_loss
+                if kl_loss_coef:  # GRPO: the KL to SFT on the current policy's log-probs, as a loss term
+                    kl_t = losses.kl_estimate(logp, scored["ref_logp"][idx], cfg.kl.estimator) * mask
+                    kl_loss = losses.aggregate(kl_t, mask, cfg.loss_aggregation)
+                    loss = loss + kl_loss_coef * kl_loss
+                    stats.setdefault("kl_loss", []).append(kl_loss.item())
                 if cfg.ptx_coef > 0:  # PPO-ptx: keep the pretraining distribution's likelihood
                     ptx_texts = prompt_rng.sample(texts, min(cfg.ptx_batch_size, len(texts)))
                     batch = ptx_batch(ptx_texts[ctx.rank :: ctx.world] or ptx_texts, tok, cfg.ptx_max_length)
@@ -128,24 +157,21 @@ def update(
                     ptx_loss = losses.sft_loss(lm_logits, batch["labels"])
                     loss = loss + cfg.ptx_coef * ptx_loss
                     stats.setdefault("ptx_loss", []).append(ptx_loss.item())
-                values = values_of(value_net, mb).float()
-                vf_loss, vf_stats = losses.value_loss(
-                    values, scored["old_values"][idx], shaped["returns"][idx], mask, cfg.value_clip
-                )
+                step_stats = {"policy_loss": pg_loss.item(), "entropy": entropy, **pg_stats}
+                if value_net is not None:
+                    values = values_of(value_net, mb).float()
+                    vf_loss, vf_stats = losses.value_loss(
+                        values, scored["old_values"][idx], shaped["returns"][idx], mask, cfg.value_clip
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
+                    step_stats |= {"value_loss": vf_loss.item(), **vf_stats}
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
-            (loss + cfg.vf_coef * vf_loss).backward()
-            ctx.clip_grad_norm_([p for p in policy_net.parameters() if p.requires_grad], cfg.max_grad_norm)
-            ctx.clip_grad_norm_(list(value_net.parameters()), cfg.max_grad_norm)
+            loss.backward()
+            for net in nets.values():
+                ctx.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], cfg.max_grad_norm)
             for opt in optimizers.values():
                 opt.step()
-            step_stats = {
-                "policy_loss": pg_loss.item(),
-                "value_loss": vf_loss.item(),
-                "entropy": entropy,
-                **pg_stats,
-                **vf_stats,
-            }
             for k, v in step_stats.items():
                 stats.setdefault(k, []).append(v)
     return stats
@@ -161,13 +187,15 @@ def iteration_metrics(
     gold_scorer: Callable | None,
     ctx: DistContext,
 ) -> dict:
-    """What one iteration logs, averaged over the processes: RM and gold scores, KL, β, the update's losses."""
+    """What one iteration logs, averaged over the processes: the score and each reward term, the gold score, KL,
+    β, the update's losses."""
     mask, rewards, extra = roll["packed"]["response_mask"], shaped["rewards"], shaped["extra"]
+    terms = {(RM_SCORE if name == RM else metric_name(name)): v.mean().item() for name, v in scored["parts"].items()}
     row = {
         "iteration": iteration + 1,
         "step": iteration + 1,
-        "rm_score": scored["score"].mean().item(),
-        "rm_raw": scored["raw"].mean().item(),
+        "score": scored["score"].mean().item(),
+        **terms,
         "kl": shaped["kl"].sum(1).mean().item(),
         "beta": beta,
         "response_length": mask.sum(1).mean().item(),
@@ -205,15 +233,24 @@ def train_ppo(
     on_iter: Callable | None = None,
     stage: str = "ppo",
     checkpoint_dir: Path | None = None,
+    shape: Callable = shape_rewards,
+    group_size: int = 1,
 ) -> tuple[Policy, list[dict]]:
-    """cfg.iterations PPO iterations on `prompts` (and `texts` for PPO-ptx). Returns (policy, per-iteration history).
+    """cfg.iterations iterations on `prompts` (and `texts` for PPO-ptx). Returns (policy, per-iteration history).
 
     token_reward(packed, logp, ref_logp) -> (B, L) adds a token-wise reward (RTO); None for PPO.
+    shape: steps 3-4 (shape_rewards: per-token rewards + GAE, with a critic); the critic-free stages (GRPO,
+    RLOO) give their group baseline here and sample group_size responses per prompt.
     """
     seed_everything(cfg.seed)
-    pol = Policy(cfg, sft_dir, rm_dir, device)
-    opt = torch.optim.AdamW([p for p in pol.model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
-    value_opt = torch.optim.AdamW(pol.value.parameters(), lr=cfg.value_lr, eps=1e-5)
+    pol = Policy(cfg, sft_dir, rm_dir, device, critic=shape is shape_rewards, section=stage)
+    modules = {"policy": pol.model} | ({"value": pol.value} if pol.value is not None else {})
+    lrs = {"policy": cfg.lr, "value": getattr(cfg, "value_lr", None)}
+    optimizers = {
+        name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lrs[name], eps=1e-5)
+        for name, m in modules.items()
+    }
+    opt_keys = {"policy": "optimizer", "value": "value_optimizer"}  # their names in the checkpoint
     prompt_rng, running = random.Random(cfg.seed), RunningMoments()
     beta, history = cfg.kl.coef, []
     fingerprint = {
@@ -223,14 +260,17 @@ def train_ppo(
     }
     ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
     start = 0
-    if state := ckpt.load({"policy": pol.model, "value": pol.value}):
-        opt.load_state_dict(state["optimizer"])
-        value_opt.load_state_dict(state["value_optimizer"])
+    if state := ckpt.load(modules):
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state[opt_keys[name]])
         prompt_rng.setstate(decode_random_state(state["prompt_rng"]))
         running.load_state(state["running"])
         start, beta, history = state["step"], state["beta"], state["history"]
-    policy_net, value_net, opt, value_opt = ctx.prepare(pol.model, TokenScorer(pol.value), opt, value_opt)
-    nets, optimizers = {"policy": policy_net, "value": value_net}, {"policy": opt, "value": value_opt}
+    wrapped = {"policy": pol.model} | ({"value": TokenScorer(pol.value)} if pol.value is not None else {})
+    prepared = ctx.prepare(*wrapped.values(), *optimizers.values())
+    prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+    nets = dict(zip(wrapped, prepared[: len(wrapped)]))
+    optimizers = dict(zip(optimizers, prepared[len(wrapped) :]))
 
     for it in tqdm(
         range(start, cfg.iterations),
@@ -240,14 +280,14 @@ def train_ppo(
         total=cfg.iterations,
         disable=not ctx.is_main,
     ):
-        roll = rollout(pol, prompts, cfg, it, prompt_rng, ctx, device, dtype)
+        roll = rollout(pol, prompts, cfg, it, prompt_rng, ctx, device, dtype, group_size)
         scored = score_rollout(pol, roll, cfg, running, device, dtype)
-        shaped = shape_rewards(roll, scored, cfg, beta, token_reward, ctx)
-        pol.model.train()
-        pol.value.train()
+        shaped = shape(roll, scored, cfg, beta, token_reward, ctx)
+        for m in modules.values():
+            m.train()
         stats = update(nets, optimizers, roll, scored, shaped, texts, cfg, prompt_rng, ctx, device, dtype, pol.tok)
-        pol.model.eval()
-        pol.value.eval()
+        for m in modules.values():
+            m.eval()
         row = iteration_metrics(it, roll, scored, shaped, stats, beta, gold_scorer, ctx)
         beta = next_beta(beta, row, cfg, episodes=len(roll["responses"]) * ctx.world)
         history.append(row)
@@ -256,10 +296,9 @@ def train_ppo(
         if ckpt.due(it + 1, ctx) and it + 1 < cfg.iterations and ctx.is_main:  # + KL controller, reward norm
             ckpt.save(
                 it + 1,
-                {"policy": pol.model, "value": pol.value},
+                modules,
                 {
-                    "optimizer": opt.state_dict(),
-                    "value_optimizer": value_opt.state_dict(),
+                    **{opt_keys[name]: opt.state_dict() for name, opt in optimizers.items()},
                     "beta": beta,
                     "prompt_rng": encode_random_state(prompt_rng.getstate()),
                     "running": running.state(),

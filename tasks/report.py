@@ -12,6 +12,13 @@ def _pct(m: dict, name: str) -> str:
     return f"{m[name]:6.1%} [{m[f'{name}_ci_low']:.1%}, {m[f'{name}_ci_high']:.1%}]"
 
 
+def _plus_minus(m: dict, name: str, width: int, digits: int) -> str:
+    """'mean ± SE', or a dash where the metric was not measured (no RM trained)."""
+    if name not in m:
+        return f"{'—':>{width}}" + " " * (digits + 3 + 2)
+    return f"{m[name]:{width}.{digits}f} ± {m[name + '_se']:.{digits}f}"
+
+
 def eval_table(metrics: dict[str, dict], level: float) -> str:
     """One row per policy: win rate vs SFT with its interval, wins/draws/losses, gold, RM and KL ± SE."""
     head = (
@@ -23,7 +30,7 @@ def eval_table(metrics: dict[str, dict], level: float) -> str:
         wdl = f"{m['n_wins']}/{m['n_draws']}/{m['n_losses']}"
         lines.append(
             f"{name:<6} {_pct(m, 'win_rate_gold'):<30} {wdl:<11} {m['gold_reward']:7.3f} ± {m['gold_reward_se']:.3f}"
-            f"   {m['rm_score']:7.3f} ± {m['rm_score_se']:.3f}  {m['kl']:6.2f} ± {m['kl_se']:.2f}"
+            f"   {_plus_minus(m, 'rm_score', 7, 3)}  {m['kl']:6.2f} ± {m['kl_se']:.2f}"
         )
     n, k = next(iter(metrics.values()))["n_prompts"], next(iter(metrics.values()))["samples_per_prompt"]
     lines.append(f"({n} prompts x {k} samples; intervals: paired bootstrap over prompts)")

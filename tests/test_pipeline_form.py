@@ -18,10 +18,12 @@ def test_the_form_shows_params_yaml_values_with_descriptions_and_bounds():
     params = read_params()
     ppo, dpo, rto = (config.load(s, params) for s in ("ppo", "dpo", "rto"))
     assert props["algorithms"]["default"] == config.load("pipeline", params).algorithms
-    assert props["algorithms"]["items"]["enum"] == ["ppo", "dpo", "rto"]  # a multi-select of the stages
+    assert props["algorithms"]["items"]["enum"] == ["ppo", "dpo", "rto", "grpo", "rloo"]  # a multi-select
     assert props["ppo_kl_coef"]["default"] == ppo.kl.coef and props["ppo_kl_coef"]["minimum"] == 0
     assert props["dpo_beta"]["default"] == dpo.beta and props["dpo_beta"]["exclusiveMinimum"] == 0
     assert props["rto_kl_coef"]["default"] == rto.kl.coef and props["ptx_coef"]["default"] == ppo.ptx_coef
+    grpo = config.load("grpo", params)
+    assert props["grpo_kl_coef"]["default"] == grpo.kl.coef and props["grpo_group_size"]["minimum"] == 2
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
     assert props["dpo_beta"]["description"].startswith("params.yaml dpo.beta: ")
@@ -32,14 +34,15 @@ def test_the_form_shows_params_yaml_values_with_descriptions_and_bounds():
     [
         ("ppo_kl_coef", -0.1, "ppo_kl_coef: Input should be greater than or equal to 0 (got -0.1)"),
         ("dpo_beta", 0, "dpo_beta: Input should be greater than 0 (got 0)"),
-        ("algorithms", ["sft"], "algorithms: Input should be 'ppo', 'dpo' or 'rto' (got ['sft'])"),
+        ("algorithms", ["sft"], "algorithms: Input should be 'ppo', 'dpo', 'rto', 'grpo' or 'rloo' (got ['sft'])"),
+        ("rloo_group_size", 1, "rloo_group_size: Input should be greater than or equal to 2 (got 1)"),
     ],
 )
 def test_a_value_out_of_bounds_is_refused_in_one_line(arg, value, message):
     with pytest.raises(PipelineError) as e:
         check_knob(arg, value)
     assert str(e.value) == message
-    check_knob(arg, ["dpo"] if arg == "algorithms" else 0.5)
+    check_knob(arg, ["dpo"] if arg == "algorithms" else 4 if arg.endswith("group_size") else 0.5)
 
 
 class Log:
