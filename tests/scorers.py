@@ -4,3 +4,8 @@
 def more_the(text: str) -> float:
     """Prefers completions with more occurrences of the word 'the' (learnable even by a tiny model)."""
     return float(text.lower().split().count("the"))
+
+
+def nan_reward(prompt, response: str) -> float:
+    """A broken reward function: NaN for every response (the stage must stop with one line)."""
+    return float("nan")

@@ -224,6 +224,20 @@ BAD = [
         None,
         "seeds must be distinct; repeated: [3]",
     ),
+    (
+        "reward-not-importable",
+        "flows.ppo",
+        {"ppo": {"reward": {"rm": 1.0, "no_such_module:score": 0.5}}},
+        None,
+        "params.yaml: ppo.reward: cannot import 'no_such_module:score'",
+    ),
+    (
+        "reward-returns-nan",
+        "flows.grpo",
+        {"pipeline": {"algorithms": ["grpo"]}, "grpo": {"reward": "tests.scorers:nan_reward"}},
+        None,
+        "reward tests.scorers:nan_reward returned nan, not a finite number, on sample 0 (prompt ",
+    ),
 ]
 
 

@@ -1,0 +1,99 @@
+"""GRPO and RLOO on the tiny profile: the policy moves without a critic, both KL placements run, a Python
+reward is optimized, and with no stage needing it the RM is skipped and eval goes on without it."""
+
+import csv
+import json
+
+import mlflow
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import run_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def set_params(root, patch: dict) -> str:
+    """Apply {section: {key: value}} to params.yaml (one level deep); returns the old text to restore."""
+    text = (root / "params.yaml").read_text()
+    p = yaml.safe_load(text)
+    for section, values in patch.items():
+        p[section] = {**(p.get(section) or {}), **values}
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return text
+
+
+def changed(a: dict, b: dict) -> int:
+    return sum(not (a[k] == b[k]).all() for k in a)
+
+
+def test_grpo_and_rloo_stages_train_without_a_critic(tiny_pipeline):
+    root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
+    old = set_params(root, {"pipeline": {"algorithms": ["ppo", "dpo", "rto", "grpo", "rloo"]}})
+    try:
+        run_cmd(root, "dvc", "repro", "grpo", "rloo", PREFECT_API_URL=api)
+    finally:
+        (root / "params.yaml").write_text(old)
+    sft = load_file(root / "models/sft/model.safetensors")
+    for stage, kl_term in (("grpo", "kl_loss"), ("rloo", None)):
+        trained = load_file(root / f"models/{stage}/model.safetensors")
+        assert changed(sft, trained) == len(sft), stage  # every tensor moved
+        rows = list(csv.DictReader(open(root / f"metrics/{stage}_steps.csv")))
+        assert len(rows) == 4 and {"score", "rm_score", "kl", "policy_loss", "clipfrac", "gold_score"} <= rows[0].keys()
+        assert "value_loss" not in rows[0]  # no critic
+        assert (kl_term in rows[0]) if kl_term else ("kl_loss" not in rows[0])  # GRPO: KL as a loss term (k3)
+        assert json.loads((root / f"metrics/{stage}.json").read_text())["iterations"] == 4
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'grpo'")
+    assert runs.iloc[0]["params.algorithm"] == "grpo" and runs.iloc[0]["params.group_size"] == "4"
+    assert runs.iloc[0]["params.kl_in"] == "loss" and runs.iloc[0]["params.reward"] == "rm"
+    versions = mlflow.MlflowClient().search_model_versions("name = 'rlhf-policy'")
+    assert {"grpo", "rloo"} <= {v.tags.get("algorithm") for v in versions}
+
+
+@pytest.mark.parametrize(
+    "stage, patch",
+    [("grpo", {"kl_in": "reward", "scale_rewards": False}), ("rloo", {"kl_in": "loss"})],
+    ids=["grpo-kl-in-reward-dr-grpo", "rloo-kl-as-loss"],
+)
+def test_the_other_kl_placement_runs(tiny_pipeline, stage, patch):
+    from tasks import config
+    from tasks.grpo import train_group
+
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    params = config.read_params(root / "params.yaml")
+    cfg = config.load(stage, params).model_copy(update={**patch, "iterations": 2})
+    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
+    sft_dir, rm_dir = root / "models/sft", root / "models/rm"
+    pol, history = train_group(cfg, prompts, [], sft_dir, rm_dir, "cpu", torch.float32, stage=stage)
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["policy_loss"])) for r in history)
+    assert ("kl_loss" in history[0]) == (cfg.kl_in == "loss")
+    sft = load_file(root / "models/sft/model.safetensors")
+    assert changed(sft, {k: v for k, v in pol.model.state_dict().items() if k in sft}) > 0
+
+
+def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
+    """GRPO on `tasks.gold:shorter` (minus the word count): the responses get shorter; no stage uses the RM, so
+    the rm stage records 'skipped' and eval reports without RM numbers."""
+    root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
+    patch = {
+        "pipeline": {"algorithms": ["grpo"]},
+        "grpo": {"reward": "tasks.gold:shorter", "iterations": 6, "kl": {"estimator": "k3", "coef": 0.01}},
+    }
+    old = set_params(root, patch)
+    try:
+        run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=api)
+    finally:
+        (root / "params.yaml").write_text(old)
+    assert (root / "models/rm/SKIPPED").exists()
+    assert json.loads((root / "metrics/rm.json").read_text()) == {"skipped": 1}
+    rows = list(csv.DictReader(open(root / "metrics/grpo_steps.csv")))
+    reward = [float(r["reward_tasks.gold.shorter"]) for r in rows]
+    print("shorter reward per iteration:", reward)
+    assert "rm_score" not in rows[0]
+    assert sum(reward[-2:]) / 2 > sum(reward[:2]) / 2  # the rule reward rose over the iterations
+    grpo, sft = (json.loads((root / f"metrics/eval/{p}.json").read_text()) for p in ("grpo", "sft"))
+    assert "rm_score" not in grpo and "kl" in grpo and grpo["response_length"] < sft["response_length"]
