@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,11 +19,23 @@ def read_params() -> dict:
     return config.read_params(PARAMS)
 
 
+class NoTracebackForUserErrors(logging.Filter):
+    """A PipelineError met mid-stage (a reward function returning NaN) is the person's one 'error:' line
+    (die_cleanly): Prefect's run loggers keep their line saying the run failed, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError) and not os.environ.get("RLHF_DEBUG"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
     """Validate the params sections a stage reads (and, with each `preflight(params)`, its inputs) before
     anything starts, then run its flow; user errors print one line and exit 2."""
 
     def main():
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addFilter(NoTracebackForUserErrors())
         child = child_of_pipeline(flow)  # first: a stage refused by its checks is a failed node too
         try:
             params = read_params()
