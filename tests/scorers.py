@@ -9,3 +9,8 @@ def more_the(text: str) -> float:
 def nan_reward(prompt, response: str) -> float:
     """A broken reward function: NaN for every response (the stage must stop with one line)."""
     return float("nan")
+
+
+def fewer_words(prompt, response: str) -> float:
+    """A rule reward of (prompt, response): minus the response's word count (shorter is better)."""
+    return -float(len(response.split()))
