@@ -4,50 +4,24 @@ models/<stage>. `python -m flows.grpo`, `python -m flows.rloo` (DVC runs those) 
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, step_logger
-from flows.online import check_reward, reward_label
-from flows.paths import MODELS
+from flows.online import check_reward, reward_label, train_online
 from flows.stages import (
     check_batches_split,
     check_prompt_lengths,
-    checkpoint_dir,
     policy_stage,
-    prompts,
     skipped,
-    texts,
     train_in_processes,
 )
 from tasks import config
-from tasks.gold import load_scorer
 from tasks.grpo import train_group
-from tasks.policy import save_policy
-
-
-def train(stage: str, cfg, out_dir, ctx, device, dtype, on_step) -> dict:
-    """The training itself (one of the training processes): SFT model, reward, policy prompts -> out_dir."""
-    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
-    pol, history = train_group(
-        cfg,
-        prompts("policy"),
-        texts("pretrain"),
-        MODELS / "sft",
-        MODELS / "rm",
-        device,
-        dtype,
-        ctx,
-        gold,
-        on_step,
-        stage,
-        checkpoint_dir(stage),
-    )
-    return save_policy(pol, history, cfg, out_dir, ctx)
 
 
 def train_grpo(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
-    return train("grpo", cfg, out_dir, ctx, device, dtype, on_step)
+    return train_online(train_group, "grpo", cfg, out_dir, ctx, device, dtype, on_step)
 
 
 def train_rloo(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
-    return train("rloo", cfg, out_dir, ctx, device, dtype, on_step)
+    return train_online(train_group, "rloo", cfg, out_dir, ctx, device, dtype, on_step)
 
 
 TRAIN = {"grpo": train_grpo, "rloo": train_rloo}  # module-level: the training processes import them by name

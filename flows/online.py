@@ -1,10 +1,36 @@
-"""What the online policy stages (ppo, rto, grpo, rloo) share beyond flows/stages.py: their reward's check
-before any work, and its label in MLflow."""
+"""What the online policy stages (ppo, rto, grpo, rloo) share beyond flows/stages.py: their inputs and
+output around the trainer, their reward's check before any work, and its label in MLflow."""
 
+from flows.common import read_params
 from flows.paths import MODELS
+from flows.stages import checkpoint_dir, prompts, texts
 from tasks import config
 from tasks.common import PipelineError
+from tasks.gold import load_scorer
+from tasks.policy import save_policy
 from tasks.rewards import load_functions, needs_rm
+
+
+def train_online(fit, stage: str, cfg, out_dir, ctx, device, dtype, on_step, **extra) -> dict:
+    """One training process of an online stage: fit(cfg, policy prompts, pretraining texts, SFT dir, RM dir,
+    device, dtype, ctx, ...) from tasks/, its checkpoints in .checkpoints/<stage>, the policy -> out_dir."""
+    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
+    pol, history = fit(
+        cfg,
+        prompts("policy"),
+        texts("pretrain"),
+        MODELS / "sft",
+        MODELS / "rm",
+        device,
+        dtype,
+        ctx,
+        gold_scorer=gold,
+        on_iter=on_step,
+        stage=stage,
+        checkpoint_dir=checkpoint_dir(stage),
+        **extra,
+    )
+    return save_policy(pol, history, cfg, out_dir, ctx)
 
 
 def reward_label(spec: dict[str, float]) -> str:

@@ -3,42 +3,21 @@
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, step_logger
-from flows.online import check_reward, reward_label
-from flows.paths import MODELS
+from flows.online import check_reward, reward_label, train_online
 from flows.stages import (
     check_batches_split,
     check_prompt_lengths,
-    checkpoint_dir,
     policy_stage,
-    prompts,
     skipped,
-    texts,
     train_in_processes,
 )
 from tasks import config
-from tasks.gold import load_scorer
-from tasks.policy import save_policy
 from tasks.ppo import train_ppo
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
     """The training itself (one of the training processes): SFT model, RM, policy prompts -> out_dir."""
-    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
-    pol, history = train_ppo(
-        cfg,
-        prompts("policy"),
-        texts("pretrain"),
-        MODELS / "sft",
-        MODELS / "rm",
-        device,
-        dtype,
-        ctx,
-        gold,
-        on_iter=on_step,
-        stage="ppo",
-        checkpoint_dir=checkpoint_dir("ppo"),
-    )
-    return save_policy(pol, history, cfg, out_dir, ctx)
+    return train_online(train_ppo, "ppo", cfg, out_dir, ctx, device, dtype, on_step)
 
 
 @task(name="ppo-train")

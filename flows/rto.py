@@ -3,42 +3,22 @@
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, step_logger
-from flows.online import check_reward, reward_label
+from flows.online import check_reward, reward_label, train_online
 from flows.paths import MODELS
 from flows.stages import (
     check_batches_split,
     check_prompt_lengths,
-    checkpoint_dir,
     policy_stage,
-    prompts,
     skipped,
-    texts,
     train_in_processes,
 )
 from tasks import config
-from tasks.gold import load_scorer
-from tasks.policy import save_policy
 from tasks.rto import train_rto
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
     """The training itself (one of the training processes): SFT, RM and DPO models, policy prompts -> out_dir."""
-    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
-    pol, history = train_rto(
-        cfg,
-        prompts("policy"),
-        texts("pretrain"),
-        MODELS / "sft",
-        MODELS / "rm",
-        MODELS / "dpo",
-        device,
-        dtype,
-        ctx,
-        gold,
-        on_step,
-        checkpoint_dir("rto"),
-    )
-    return save_policy(pol, history, cfg, out_dir, ctx)
+    return train_online(train_rto, "rto", cfg, out_dir, ctx, device, dtype, on_step, dpo_dir=MODELS / "dpo")
 
 
 @task(name="rto-train")

@@ -20,15 +20,15 @@ def train_rto(
     texts: list[str],
     sft_dir: Path,
     rm_dir: Path,
-    dpo_dir: Path,
     device: str,
     dtype,
     ctx: DistContext = SINGLE_PROCESS,
-    gold_scorer=None,
-    on_iter=None,
-    checkpoint_dir: Path | None = None,
+    *,
+    dpo_dir: Path,
+    **ppo_kwargs,
 ):
-    """PPO (cfg: the rto section) with the DPO model in dpo_dir as a token-wise reward. Returns (policy, history)."""
+    """PPO (cfg: the rto section) with the DPO model in dpo_dir as a token-wise reward; ppo_kwargs as train_ppo
+    takes them (gold_scorer, on_iter, stage, checkpoint_dir). Returns (policy, history)."""
     dpo, _ = load_lm(dpo_dir, device)
     dpo.eval().requires_grad_(False)
     temperature = cfg.generation.temperature
@@ -38,18 +38,4 @@ def train_rto(
             logp_dpo = response_logprobs(dpo, packed, temperature)
         return rto_token_reward(logp_dpo, ref_logp, packed["response_mask"], cfg.token_beta, cfg.token_clip)
 
-    return train_ppo(
-        cfg,
-        prompts,
-        texts,
-        sft_dir,
-        rm_dir,
-        device,
-        dtype,
-        ctx,
-        gold_scorer=gold_scorer,
-        token_reward=token_reward,
-        on_iter=on_iter,
-        stage="rto",
-        checkpoint_dir=checkpoint_dir,
-    )
+    return train_ppo(cfg, prompts, texts, sft_dir, rm_dir, device, dtype, ctx, token_reward=token_reward, **ppo_kwargs)

@@ -114,3 +114,27 @@ def test_reward_spec_forms_and_inheritance():
         with pytest.raises(config.ConfigError) as e:
             config.load(section, config.deep_merge(params, bad))
         assert says in str(e.value), str(e.value)
+
+
+def test_each_process_samples_whole_groups():
+    from tasks.launch import check_divisible
+
+    params = config.read_params(REPO / "params.yaml")
+    grpo = config.load("grpo", params)  # 32 responses = 8 prompts x 4
+    check_divisible("grpo", grpo, 2)
+    check_divisible("grpo", grpo, 8)
+    with pytest.raises(PipelineError, match="32 / group_size=4 prompts must be a multiple of compute.num_processes=3"):
+        check_divisible("grpo", grpo, 3)
+    with pytest.raises(PipelineError, match="rollout_batch_size=32 / group_size=8 prompts must be a multiple"):
+        check_divisible("rloo", grpo.model_copy(update={"group_size": 8}), 8)
+
+
+def test_stages_that_inherit_take_ppos_seed_unless_they_set_their_own():
+    from flows.experiments import seed_settings
+
+    params = config.read_params(REPO / "params.yaml")
+    assert seed_settings(["ppo", "dpo", "grpo", "rloo", "rto"], 3, params) == {"ppo.seed": 3, "dpo.seed": 3}
+    own = config.deep_merge(params, {"grpo": {"seed": 0}})
+    assert seed_settings(["grpo"], 5, own) == {"grpo.seed": 5}
+    with pytest.raises(PipelineError, match="rloo takes ppo.seed unless rloo.seed is set"):
+        seed_settings(["dpo", "rloo"], 1, params)
