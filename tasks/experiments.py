@@ -151,9 +151,11 @@ def differences(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
 
 
 def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:
-    """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws)."""
+    """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws; header only for an algorithm that
+    did not train, so every file dvc.yaml names exists)."""
     columns = ["experiment", "seed", *AGGREGATED, "win_rate_gold_ci_low", "win_rate_gold_ci_high"]
-    for algo, rows in runs.items():
+    for algo in ALGOS:
+        rows = runs.get(algo, [])
         with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
