@@ -20,46 +20,32 @@ from pathlib import Path
 
 
 def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
-    from flows.paths import MODELS
-    from flows.stages import prompts, texts
+    from flows.online import train_online
     from tasks import config
     from tasks.common import pick_device
-    from tasks.gold import load_scorer
+    from tasks.context import SINGLE_PROCESS
     from tasks.grpo import train_group
-    from tasks.policy import save_policy
     from tasks.ppo import train_ppo
 
     params = config.read_params(Path("params.yaml"))
     device, dtype = pick_device(config.load("compute", params), stage=algo)
     cfg = config.load(algo, params).model_copy(update={"seed": seed, "iterations": iterations})
-    gold = load_scorer(config.load("sample", params).gold_scorer)
     run_dir = out_dir / f"{algo}-i{iterations}-s{seed}"
     stamps = []
     t0 = time.perf_counter()
     fit = train_ppo if algo == "ppo" else train_group
-    pol, history = fit(
-        cfg,
-        prompts("policy"),
-        texts("pretrain"),
-        MODELS / "sft",
-        MODELS / "rm",
-        device,
-        dtype,
-        gold_scorer=gold,
-        on_iter=lambda i, row: stamps.append(time.perf_counter()),
-        stage=algo,
+    out = train_online(
+        fit, algo, cfg, run_dir, SINGLE_PROCESS, device, dtype, lambda i, row: stamps.append(time.perf_counter())
     )
-    seconds = time.perf_counter() - t0
-    save_policy(pol, history, cfg, run_dir)
-    per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
+    seconds = time.perf_counter() - t0  # the save included, as in the stage
     timing = {
         "algo": algo,
         "seed": seed,
         "iterations": iterations,
         "train_s": seconds,
-        "iteration_s": per_iteration,
+        "iteration_s": [b - a for a, b in zip(stamps, stamps[1:])],
         "dtype": str(dtype),
-        "history": history,
+        "history": out["history"],
     }
     (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
     print(json.dumps({k: v for k, v in timing.items() if k != "history"}))
@@ -67,29 +53,14 @@ def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
 
 
 def evaluate(out_dir: Path, result: Path) -> dict:
-    from flows.paths import MODELS
-    from flows.stages import prompts, texts
+    from flows.eval import evaluate as evaluate_stage
     from tasks import config
-    from tasks.common import pick_device
-    from tasks.evaluate import evaluate_policies
     from tasks.experiments import aggregate, welch_interval
 
     params = config.read_params(Path("params.yaml"))
-    cfg = config.load("eval", params)
-    device, dtype = pick_device(config.load("compute", params), stage="eval")
     runs = {d.name: d for d in sorted(out_dir.iterdir()) if (d / "timing.json").exists()}
     t0 = time.perf_counter()
-    out = evaluate_policies(
-        runs,
-        MODELS / "sft",
-        MODELS / "rm",
-        cfg,
-        config.load("sample", params).gold_scorer,
-        prompts(cfg.split),
-        texts("pretrain"),
-        device,
-        dtype,
-    )
+    out = evaluate_stage.fn(runs)  # the eval stage's own task, outside a flow run
     eval_s = time.perf_counter() - t0
     groups: dict[str, list[dict]] = {}
     for name, d in runs.items():

@@ -52,25 +52,13 @@ def train_group(
     device: str,
     dtype,
     ctx: DistContext = SINGLE_PROCESS,
-    gold_scorer=None,
-    on_iter=None,
+    *,
     stage: str = "grpo",
-    checkpoint_dir: Path | None = None,
+    **ppo_kwargs,
 ):
-    """cfg.iterations GRPO (stage 'grpo') or RLOO ('rloo') iterations. Returns (policy, history)."""
+    """cfg.iterations GRPO (stage 'grpo') or RLOO ('rloo') iterations; ppo_kwargs as train_ppo takes them
+    (gold_scorer, on_iter, checkpoint_dir). Returns (policy, history)."""
+    shape, k = group_shaper(stage), cfg.group_size
     return train_ppo(
-        cfg,
-        prompts,
-        texts,
-        sft_dir,
-        rm_dir,
-        device,
-        dtype,
-        ctx,
-        gold_scorer=gold_scorer,
-        on_iter=on_iter,
-        stage=stage,
-        checkpoint_dir=checkpoint_dir,
-        shape=group_shaper(stage),
-        group_size=cfg.group_size,
+        cfg, prompts, texts, sft_dir, rm_dir, device, dtype, ctx, stage=stage, shape=shape, group_size=k, **ppo_kwargs
     )
