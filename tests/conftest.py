@@ -164,6 +164,7 @@ COST_ORDER = [
     "test_pipeline",
     "test_distributed",
     "test_ppo_stage",
+    "test_group_stages",
     "test_bad_inputs",
     "test_reward_stage",
     "test_dpo_rto",
