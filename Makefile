@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-fast lint tiny clean-runs ui worker frontier seeds
+.PHONY: setup repro test test-fast lint tiny clean-runs ui worker frontier seeds label
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ lint: setup           ## ruff: lint + format check (what CI runs before the test
 
 ui: setup             ## Prefect + MLflow servers on 127.0.0.1 (SQLite); the pipeline reports to them; Ctrl-C stops
 	$(PY) -m flows.ui
+
+label: setup          ## the labeling page on 127.0.0.1:8765 over labels.db (python -m flows.label --help)
+	$(PY) -m flows.label
 
 POOL ?= cpu
 worker: setup         ## a Prefect process worker for pool $(POOL) in this checkout (make worker POOL=gpu)

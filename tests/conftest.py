@@ -121,6 +121,22 @@ def stop_server(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by chromedriver (.ci/run installs both); quit at the end."""
+    from selenium import webdriver
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and chromedriver, "needs Debian's chromium and chromium-driver (apt-get install; .ci/run does)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=opts)
+    yield driver
+    driver.quit()
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real Prefect server on 127.0.0.1 (SQLite), shared by the session; stopped by PID at the end."""

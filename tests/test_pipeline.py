@@ -8,7 +8,6 @@ in this order on one project.)"""
 import csv
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -302,22 +301,6 @@ def stage_nodes(api: str, flow_run_id: str) -> list:
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
     return sorted(runs, key=lambda r: r.created)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's headless Chromium driven by chromedriver (.ci/run installs both); quit at the end."""
-    from selenium import webdriver
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and chromedriver, "needs Debian's chromium and chromium-driver (apt-get install; .ci/run does)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(chromedriver), options=opts)
-    yield driver
-    driver.quit()
 
 
 def test_the_ui_shows_the_run_form_and_the_stage_nodes(full, browser, tmp_path):
