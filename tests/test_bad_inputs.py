@@ -69,7 +69,7 @@ BAD = [
         "flows.ppo",
         {"pipeline": {"algorithms": ["ppo", "sac"]}},
         None,
-        "params.yaml: pipeline.algorithms.1: Input should be 'ppo', 'dpo' or 'rto'",
+        "params.yaml: pipeline.algorithms.1: Input should be 'ppo', 'dpo', 'rto', 'grpo' or 'rloo'",
     ),
     (
         "rto-without-dpo",
