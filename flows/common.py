@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from flows.paths import CHECKPOINTS, METRICS, MLARTIFACTS, MLFLOW_DB, PARAMS, ROOT
+from flows.paths import CHECKPOINTS, METRICS, MLARTIFACTS, MLFLOW_DB, MODELS, PARAMS, ROOT
 from tasks import config, tracking
 from tasks.common import PipelineError, atomic_path, die_cleanly, pick_device, write_json
 
@@ -156,3 +156,35 @@ def step_logger(stage: str):
     """Live per-step curves in the stage's MLflow run (called from the training loop)."""
     prefix = tracking.metric_prefix(stage)
     return lambda step, row: tracking.log_history([row], prefix=prefix)
+
+
+def skip(stage: str, why: str) -> None:
+    """The stage records 'skipped': a marker output, metrics and an empty steps file (DVC wants every output)."""
+    with atomic_path(MODELS / stage) as staging:
+        staging.mkdir()
+        (staging / "SKIPPED").write_text(f"{stage}: {why}\n")
+    write_metrics(stage, {"skipped": 1})
+    write_steps(stage, [])
+    print(f"{stage}: skipped ({why})")
+
+
+def skipped(stage: str) -> bool:
+    """True (and the stage recorded as skipped) when pipeline.algorithms leaves this stage out."""
+    if stage in config.load("pipeline", read_params()).algorithms:
+        return False
+    skip(stage, "not in pipeline.algorithms")
+    return True
+
+
+def skipped_early(stage: str) -> bool:
+    """A policy stage that pipeline.algorithms leaves out, recorded as skipped before torch, Prefect and the
+    stage's code load (seconds per skipped stage in every run and experiment). Inside a pipeline flow run the
+    stage takes its full path instead, so its node shows in the run's graph; a params.yaml that does not
+    validate takes it too, so the stage says what is wrong in one line."""
+    if os.environ.get(PIPELINE_RUN):
+        return False
+    try:
+        algorithms = config.load("pipeline", read_params()).algorithms
+    except Exception:
+        return False
+    return stage not in algorithms and skipped(stage)

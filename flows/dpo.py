@@ -2,9 +2,9 @@
 
 from prefect import flow, task
 
-from flows.common import read_params, run_stage, step_logger
+from flows.common import read_params, run_stage, skipped, step_logger
 from flows.paths import MODELS, PAIRS
-from flows.stages import check_batches_split, checkpoint_dir, policy_stage, skipped, train_in_processes
+from flows.stages import check_batches_split, checkpoint_dir, policy_stage, train_in_processes
 from tasks import config
 from tasks.common import read_jsonl
 from tasks.dpo import train_dpo

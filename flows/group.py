@@ -3,13 +3,12 @@ models/<stage>. `python -m flows.grpo`, `python -m flows.rloo` (DVC runs those) 
 
 from prefect import flow, task
 
-from flows.common import read_params, run_stage, step_logger
+from flows.common import read_params, run_stage, skipped, step_logger
 from flows.online import check_reward, reward_label, train_online
 from flows.stages import (
     check_batches_split,
     check_prompt_lengths,
     policy_stage,
-    skipped,
     train_in_processes,
 )
 from tasks import config

@@ -2,13 +2,12 @@
 
 from prefect import flow, task
 
-from flows.common import read_params, run_stage, step_logger
+from flows.common import read_params, run_stage, skipped, step_logger
 from flows.online import check_reward, reward_label, train_online
 from flows.stages import (
     check_batches_split,
     check_prompt_lengths,
     policy_stage,
-    skipped,
     train_in_processes,
 )
 from tasks import config

@@ -2,9 +2,9 @@
 
 from prefect import flow, task
 
-from flows.common import finish, read_params, run_stage, stage_run, step_logger
+from flows.common import finish, read_params, run_stage, skip, stage_run, step_logger
 from flows.paths import MODELS, PAIRS
-from flows.stages import check_batches_split, checkpoint_dir, register, skip, train_in_processes
+from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
 from tasks.common import atomic_path, read_jsonl
 from tasks.reward import train_rm

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import task
 
-from flows.common import finish, read_params, stage_run, write_metrics, write_steps
+from flows.common import finish, read_params, stage_run
 from flows.paths import CHECKPOINTS, MODELS, PREPARED
 from tasks import config, tracking
 from tasks.batching import encode_prompt, require_chat_template
@@ -100,24 +100,6 @@ def register(
     return tracking.log_model(
         model, tok, task_name, registered, tags={"stage": stage, **(tags or {}), **metrics}, nbytes=size
     )
-
-
-def skip(stage: str, why: str) -> None:
-    """The stage records 'skipped': a marker output, metrics and an empty steps file (DVC wants every output)."""
-    with atomic_path(MODELS / stage) as staging:
-        staging.mkdir()
-        (staging / "SKIPPED").write_text(f"{stage}: {why}\n")
-    write_metrics(stage, {"skipped": 1})
-    write_steps(stage, [])
-    print(f"{stage}: skipped ({why})")
-
-
-def skipped(stage: str) -> bool:
-    """True (and the stage recorded as skipped) when pipeline.algorithms leaves this stage out."""
-    if stage in config.load("pipeline", read_params()).algorithms:
-        return False
-    skip(stage, "not in pipeline.algorithms")
-    return True
 
 
 def train_in_processes(stage: str, train_fn, out_dir: str, on_step) -> dict:
