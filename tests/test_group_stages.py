@@ -75,6 +75,24 @@ def test_the_other_kl_placement_runs(tiny_pipeline, stage, patch):
     assert changed(sft, {k: v for k, v in pol.model.state_dict().items() if k in sft}) > 0
 
 
+def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pipeline, tmp_path):
+    """No RM trained (models/rm records 'skipped'): PPO's critic is SFT with a fresh head, the reward a function."""
+    from tasks import config
+    from tasks.ppo import train_ppo
+
+    root = tiny_pipeline["root"]
+    skipped_rm = tmp_path / "rm"
+    skipped_rm.mkdir()
+    (skipped_rm / "SKIPPED").write_text("rm: no stage optimizes it\n")
+    params = config.read_params(root / "params.yaml")
+    update = {"reward": {"tasks.gold:shorter": 1.0}, "iterations": 1, "ptx_coef": 0.0}
+    cfg = config.load("ppo", params).model_copy(update=update)
+    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
+    pol, history = train_ppo(cfg, prompts, [], root / "models/sft", skipped_rm, "cpu", torch.float32)
+    assert pol.rm is None and pol.value is not None
+    assert "rm_score" not in history[0] and "value_loss" in history[0] and "reward_tasks.gold.shorter" in history[0]
+
+
 def mean_rule_reward(model_dir, tok, prompts, gen) -> float:
     """tasks.gold:shorter on 2 seeded samples of each prompt: the same draws for every model."""
     from tasks.generation import sample
