@@ -8,7 +8,8 @@ PARAMS = ROOT / "params.yaml"
 PROFILES = ROOT / "profiles"
 MODELS = ROOT / "models"
 PREPARED = ROOT / "data" / "prepared"
-COMPARISONS = ROOT / "data" / "comparisons"
+SAMPLES = ROOT / "data" / "samples"  # the sample stage's completions (and a simulated/dataset labeler's pairs)
+COMPARISONS = ROOT / "data" / "comparisons"  # the labels stage's: the pairs rm and dpo train on
 PAIRS = COMPARISONS / "pairs.jsonl"
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
@@ -18,3 +19,11 @@ MLFLOW_DB = ROOT / "mlflow.db"
 MLARTIFACTS = ROOT / "mlartifacts"
 PREFECT_HOME = ROOT / ".prefect"
 UI_ENV = ROOT / ".ui.env"
+
+
+def store_url(url: str) -> str:
+    """A label store's SQLAlchemy URL: sqlite:///relative.db is the project's file; every other URL as it is."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        return prefix + str(ROOT / url[len(prefix) :])
+    return url

@@ -1,15 +1,18 @@
-"""`sample` stage: K completions per comparison prompt from models/sft, gold-scored and labeled."""
+"""`sample` stage: K completions per comparison prompt from models/sft, gold-scored and labeled -> data/samples.
+With sample.labeler: people, the completions become labeling tasks in the label store instead."""
 
 from prefect import flow, task
 
 from flows.common import finish, no_retry_on_user_error, read_params, run_stage, stage_run
-from flows.paths import COMPARISONS, MODELS, ROOT
+from flows.paths import MODELS, ROOT, SAMPLES, store_url
 from flows.stages import check_prompt_lengths, prompts
 from tasks import config
 from tasks.batching import require_chat_template
-from tasks.common import atomic_path, pick_device
+from tasks.common import atomic_path, pick_device, read_jsonl
 from tasks.gold import load_scorer
 from tasks.labelers import make_labeler
+from tasks.labeling import groups_from_completions, send_to_people
+from tasks.labelstore import LabelStore
 from tasks.sample import run_sample
 
 
@@ -17,12 +20,18 @@ from tasks.sample import run_sample
 def sample_and_label(out_dir: str) -> dict:
     params = read_params()
     cfg, (device, dtype) = config.load("sample", params), pick_device(config.load("compute", params), stage="sample")
-    return run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, device, dtype, ROOT)
+    metrics = run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, device, dtype, ROOT)
+    if cfg.labeler == "people":  # written last: a failed sampling adds no tasks
+        labels = config.load("labels", params)
+        groups = groups_from_completions(read_jsonl(f"{out_dir}/completions.jsonl"))
+        metrics |= send_to_people(LabelStore(store_url(labels.store)), groups, labels.overlap, cfg.seed)
+        print(f"sample: {metrics['label_tasks']} labeling tasks in {labels.store}: label them with `make label`")
+    return metrics
 
 
 @flow(name="sample", log_prints=True)
 def sample_flow() -> dict:
-    with stage_run("sample", read_params()), atomic_path(COMPARISONS) as staging:
+    with stage_run("sample", read_params()), atomic_path(SAMPLES) as staging:
         metrics = sample_and_label(str(staging))
         finish("sample", metrics)
     print(f"sample: {metrics}")
@@ -46,4 +55,4 @@ def check_inputs(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(sample_flow, ("sample", "compute", "tracking"), check_prompt_lengths("sample"), check_inputs)
+    run_stage(sample_flow, ("sample", "labels", "compute", "tracking"), check_prompt_lengths("sample"), check_inputs)

@@ -192,7 +192,7 @@ class SampleConfig(Section):
     labeler: str = Field(
         "simulated",
         description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
-        "(human comparisons from sample.dataset) or 'module:Class'",
+        "(human comparisons from sample.dataset), 'people' (your team ranks them: make label) or 'module:Class'",
     )
     gold_scorer: str = Field("tasks.gold:vader", description="'module:function' str -> float standing in for humans")
     tau: float = Field(0.1, ge=0, description="annotator noise: P(a > b) = sigmoid((g(a) - g(b)) / tau); 0 = noiseless")
@@ -468,6 +468,19 @@ class ComputeConfig(Section):
     )
 
 
+class LabelsConfig(Section):
+    store: str = Field(
+        "sqlite:///labels.db", description="SQLAlchemy URL of the label store (relative sqlite: the project's)"
+    )
+    overlap: float = Field(0.1, ge=0, le=1, description="share of tasks given to two people, to measure agreement")
+    target: int | None = Field(None, ge=1, description="tasks labeled before the rm trains (null: every task)")
+    host: str = Field("127.0.0.1", description="address the labeling page binds (127.0.0.1: this machine only)")
+    port: int = Field(8765, ge=1, le=65535, description="port of the labeling page")
+    wait_hours: float = Field(
+        72.0, ge=0, description="inside a pipeline run: how long the paused run waits for labels (0: stop at once)"
+    )
+
+
 class TrackingConfig(Section):
     experiment: str = Field("rlhf-pipeline", description="MLflow experiment name")
     register_models: bool = Field(True, description="register each trained model as a new model version")
@@ -550,6 +563,7 @@ SECTIONS = {
     "prepare": PrepareConfig,
     "sft": SFTConfig,
     "sample": SampleConfig,
+    "labels": LabelsConfig,
     "rm": RMConfig,
     "ppo": PPOConfig,
     "eval": EvalConfig,

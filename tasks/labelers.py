@@ -119,7 +119,20 @@ class DatasetLabeler:
         return out
 
 
-LABELERS = {"simulated": SimulatedLabeler, "dataset": DatasetLabeler}
+class PeopleLabeler:
+    """Your team ranks the completions on the labeling page: the sample stage hands them to the label store and
+    the labels stage turns the rankings into comparisons (tasks/labeling.py), so none are made here."""
+
+    needs_samples = True
+
+    def __init__(self, cfg, base_dir: Path | None = None):
+        pass
+
+    def label(self, groups: list[dict]) -> list[dict]:
+        return []
+
+
+LABELERS = {"simulated": SimulatedLabeler, "dataset": DatasetLabeler, "people": PeopleLabeler}
 
 
 def make_labeler(cfg, base_dir: Path):

@@ -1,10 +1,11 @@
 """The labeling page: one prompt and its K completions at a time, ranked by a person, each submission stored in
 the label store (tasks/labelstore.py) before the page moves on.
 
-`make_app(store)` is a FastAPI app: GET / (the page), GET /api/next, POST /api/submit, /api/skip, /api/undo,
-GET /api/progress. Bodies are validated (pydantic: unknown fields and wrong types refused); what the store
-refuses comes back as 400 {"error": one line}. Model outputs are untrusted text: the page puts them into the
-document with `textContent` only, never as HTML.
+`make_app(store, on_label)` is a FastAPI app: GET / (the page), GET /api/next, POST /api/submit, /api/skip,
+/api/undo, GET /api/progress; `on_label()` runs after each stored label and progress read (the pipeline resumes a
+paused run there; a failure in it never loses a label). Bodies are validated (pydantic: unknown fields and wrong
+types refused); what the store refuses comes back as 400 {"error": one line}. Model outputs are untrusted text:
+the page puts them into the document with `textContent` only, never as HTML.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def task_view(task) -> dict | None:
     return {"id": task.id, "prompt": prompt, "completions": [c["text"] for c in task.completions]}
 
 
-def make_app(store: LabelStore) -> FastAPI:
+def make_app(store: LabelStore, on_label=lambda: None) -> FastAPI:
     app = FastAPI(title="rlhf-pipeline labeling", docs_url=None, redoc_url=None)
+
+    def after_label() -> None:
+        try:
+            on_label()
+        except Exception as e:  # the label is committed already; say why the hook failed and carry on
+            print(f"labeling page: after the label: {type(e).__name__}: {e}")
 
     def refused(e: LabelError) -> JSONResponse:
         return JSONResponse({"error": str(e)}, status_code=400)
@@ -52,6 +59,7 @@ def make_app(store: LabelStore) -> FastAPI:
 
     @app.get("/api/progress")
     def progress() -> dict:
+        after_label()
         return store.progress()
 
     @app.get("/api/next")
@@ -67,6 +75,7 @@ def make_app(store: LabelStore) -> FastAPI:
             label = store.submit(body.task_id, body.annotator, ranks=body.ranks, all_bad=body.all_bad)
         except LabelError as e:
             return refused(e)
+        after_label()
         return {"label_id": label, "progress": store.progress()}
 
     @app.post("/api/skip")

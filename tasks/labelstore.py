@@ -60,6 +60,19 @@ class Label(Base):
     undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class Wait(Base):
+    """A paused pipeline run waiting for `target` of these prompts' tasks to be labeled; the page resumes it."""
+
+    __tablename__ = "waits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    api_url: Mapped[str] = mapped_column(String(500))  # the Prefect server the run is on
+    prompt_ids: Mapped[list] = mapped_column(JSON)
+    target: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 def ranking_pairs(ranks: list[int]) -> list[tuple[int, int]]:
     """(winner, loser) indices of every pair of completions whose ranks differ; ties give no pair.
 
@@ -161,22 +174,24 @@ class LabelStore:
             label.undone_at = _now()
             return label.id
 
-    def progress(self) -> dict:
-        """Tasks with at least one label, all tasks, and labels per annotator."""
+    def progress(self, prompt_ids: list[str] | None = None) -> dict:
+        """Tasks with at least one label, all tasks, and labels per annotator (of these prompts' tasks, if given)."""
         with Session(self.engine) as s:
-            live = select(Label).where(Label.undone_at.is_(None))
-            labels = list(s.scalars(live))
-            total = s.scalar(select(func.count(Task.id)))
+            tasks = _of(select(Task.id), prompt_ids)
+            labels = list(s.scalars(select(Label).where(Label.undone_at.is_(None), Label.task_id.in_(tasks))))
+            total = s.scalar(_of(select(func.count(Task.id)), prompt_ids))
         per = {}
         for label in labels:
             per[label.annotator] = per.get(label.annotator, 0) + 1
         return {"labeled": len({label.task_id for label in labels}), "total": total, "by_annotator": per}
 
-    def export_pairs(self) -> list[dict]:
-        """Every ranking's pairs in TRL's prompt/chosen/rejected format, with the annotator and the time."""
+    def export_pairs(self, prompt_ids: list[str] | None = None) -> list[dict]:
+        """Every ranking's pairs in TRL's prompt/chosen/rejected format, with the annotator and the time (of these
+        prompts' tasks, if given), in the order the labels were given."""
         out = []
         with Session(self.engine) as s:
-            live = select(Label, Task).join(Task, Label.task_id == Task.id).where(Label.undone_at.is_(None))
+            live = _of(select(Label, Task).join(Task, Label.task_id == Task.id), prompt_ids)
+            live = live.where(Label.undone_at.is_(None))
             rows = s.execute(live.where(Label.ranks.is_not(None)).order_by(Label.id))
             for label, task in rows:
                 for w, lose in ranking_pairs(label.ranks):
@@ -196,12 +211,13 @@ class LabelStore:
                     out.append(pair)
         return out
 
-    def agreement(self) -> dict:
+    def agreement(self, prompt_ids: list[str] | None = None) -> dict:
         """On tasks ranked by two or more people: the share of pairs both ordered (no tie in either) that
         they ordered the same way."""
         by_task: dict[int, list[list[int]]] = {}
         with Session(self.engine) as s:
-            for label in s.scalars(select(Label).where(Label.undone_at.is_(None), Label.ranks.is_not(None))):
+            live = select(Label).where(Label.undone_at.is_(None), Label.ranks.is_not(None))
+            for label in s.scalars(live.where(Label.task_id.in_(_of(select(Task.id), prompt_ids)))):
                 by_task.setdefault(label.task_id, []).append(label.ranks)
         same = both = 0
         for rankings in (r for r in by_task.values() if len(r) >= 2):
@@ -212,6 +228,34 @@ class LabelStore:
                         same += (a[i] < a[j]) == (b[i] < b[j])
         tasks = sum(len(r) >= 2 for r in by_task.values())
         return {"overlap_tasks": tasks, "pairs": both, "agreement": same / both if both else None}
+
+    def all_bad(self, prompt_ids: list[str] | None = None) -> int:
+        """Live 'all bad' labels (they give no pairs)."""
+        with Session(self.engine) as s:
+            live = select(func.count(Label.id)).where(Label.undone_at.is_(None), Label.all_bad.is_(True))
+            return s.scalar(live.where(Label.task_id.in_(_of(select(Task.id), prompt_ids))))
+
+    def open_wait(self, flow_run_id: str, api_url: str, prompt_ids: list[str], target: int) -> None:
+        """Record a paused run to resume once `target` of these prompts' tasks have a label."""
+        with Session(self.engine) as s, s.begin():
+            s.add(Wait(flow_run_id=flow_run_id, api_url=api_url, prompt_ids=prompt_ids, target=target,
+                       created_at=_now()))  # fmt: skip
+
+    def close_wait(self, flow_run_id: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            for wait in s.scalars(select(Wait).where(Wait.flow_run_id == flow_run_id, Wait.closed_at.is_(None))):
+                wait.closed_at = _now()
+
+    def waits_reached(self) -> list[Wait]:
+        """Open waits whose target is reached now (the page resumes their runs, then closes them)."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            waits = list(s.scalars(select(Wait).where(Wait.closed_at.is_(None))))
+        return [w for w in waits if self.progress(w.prompt_ids)["labeled"] >= w.target]
+
+
+def _of(query, prompt_ids: list[str] | None):
+    """The query narrowed to these prompts' tasks (all tasks when None)."""
+    return query if prompt_ids is None else query.where(Task.prompt_id.in_(prompt_ids))
 
 
 def gold_agreement(pairs: list[dict]) -> dict:

@@ -1,0 +1,177 @@
+"""`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json).
+
+A simulated or dataset labeler's pairs are the sample stage's, copied. With sample.labeler: people they are
+every live ranking in the label store (tasks/labeling.py), read again at each `dvc repro` (the stage is
+always_changed; rm and dpo rerun only when the exported pairs differ). Below labels.target labeled tasks,
+inside a pipeline flow run the stage pauses with Prefect's pause-with-input: its node shows Paused with the
+page's address until the page sees the target reached and resumes it, or a person resumes it in the UI (then it
+trains on the labels so far). Outside a pipeline run it stops in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from flows.common import PIPELINE_RUN, finish, read_params, run_stage, stage_run, write_metrics
+from flows.paths import COMPARISONS, ROOT, SAMPLES, store_url
+from tasks import config
+from tasks.common import PipelineError, atomic_path, die_cleanly, read_jsonl, write_json, write_jsonl
+from tasks.labeling import export, report_lines, target_of
+from tasks.labelstore import LabelStore
+
+
+def copy_labels() -> None:
+    """A simulated or dataset labeler: its pairs as they are (no Prefect, no MLflow: a copy, at every repro)."""
+    pairs = read_jsonl(SAMPLES / "pairs.jsonl")
+    with atomic_path(COMPARISONS) as staging:
+        staging.mkdir()
+        write_jsonl(staging / "pairs.jsonl", pairs)
+    write_metrics("labels", {"n_pairs": len(pairs)})
+
+
+def page_answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"{url}api/progress", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def labeling_page(cfg, url: str):
+    """The labeling page at url: the one already there (`make label`), else one started here and stopped by PID."""
+    if page_answers(url):
+        yield
+        return
+    cmd = [sys.executable, "-m", "flows.label", "--store", cfg.store, "--host", cfg.host, "--port", str(cfg.port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not page_answers(url):
+            if proc.poll() is not None or time.time() > deadline:
+                raise PipelineError(f"labels: the labeling page did not start at {url} (is the port taken?)")
+            time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def prefect_api() -> str | None:
+    """The Prefect server this process reports to (env or profile); None for a temporary one, which a paused run
+    cannot outlive."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def short_of_target(cfg) -> tuple[LabelStore, list[str], str | None]:
+    """The store, the sampled prompts' ids, and what is missing when fewer than labels.target tasks are labeled
+    (None when enough are). A pipeline run can wait for them; any other run stops here, before Prefect starts."""
+    store = LabelStore(store_url(cfg.store))
+    prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in read_jsonl(SAMPLES / "completions.jsonl")))
+    done = store.progress(prompt_ids)
+    target = target_of(cfg, done["total"])
+    if done["labeled"] >= target:
+        return store, prompt_ids, None
+    missing = f"{done['labeled']} of {done['total']} tasks labeled, labels.target is {target}"
+    if not (os.environ.get(PIPELINE_RUN) and prefect_api() and cfg.wait_hours > 0):
+        raise PipelineError(
+            f"labels: {missing}: label them with `make label` (http://{cfg.host}:{cfg.port}/), then run again"
+        )
+    return store, prompt_ids, missing
+
+
+def check_labels(params: dict) -> None:
+    if config.load("sample", params).labeler == "people":
+        short_of_target(config.load("labels", params))
+
+
+def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, missing: str) -> None:
+    """Paused (a pipeline run) until resumed: by the page once labels.target tasks are labeled, or by a person."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+    from prefect.input import RunInput
+    from prefect.runtime import flow_run
+
+    class Resume(RunInput):
+        note: str = ""
+
+    target, url = target_of(cfg, store.progress(prompt_ids)["total"]), f"http://{cfg.host}:{cfg.port}/"
+    where = f"{missing}: label them at {url}"
+    api = prefect_api()
+    describe = (
+        f"**Waiting for labels.** {where}.\n\nThis run resumes by itself when the target is reached. "
+        "Resume it now to train the reward model on the labels there are."
+    )
+    with labeling_page(cfg, url):
+        store.open_wait(str(flow_run.id), api, prompt_ids, target)
+        print(f"labels: paused: {where}; resumes at {target} or when resumed in the Prefect UI")
+        try:
+            got = pause_flow_run(
+                wait_for_input=Resume.with_initial_data(description=describe, note="resumed in the UI"),
+                timeout=int(cfg.wait_hours * 3600),
+                poll_interval=5,
+                key="labels",
+            )
+        except FlowPauseTimeout:
+            raise PipelineError(f"labels: not resumed within labels.wait_hours={cfg.wait_hours}: {where}") from None
+        finally:
+            store.close_wait(str(flow_run.id))
+    print(f"labels: resumed ({got.note})")
+
+
+def people_labels(cfg, staging) -> dict:
+    store, prompt_ids, missing = short_of_target(cfg)
+    if missing:
+        wait_for_people(store, prompt_ids, cfg, missing)
+    pairs, report = export(store, prompt_ids)
+    if not pairs:
+        raise PipelineError(f"labels: no comparisons yet ({report_lines(report)[0]}): rank some tasks first")
+    write_jsonl(staging / "pairs.jsonl", pairs)
+    write_json(staging / "report.json", report)
+    for line in report_lines(report):
+        print(f"labels: {line}")
+    return report
+
+
+def labels_flow():
+    from prefect import flow
+
+    @flow(name="labels", log_prints=True)
+    def labels() -> dict:
+        params = read_params()
+        cfg = config.load("labels", params)
+        with stage_run("labels", params, "sample"), atomic_path(COMPARISONS) as staging:
+            staging.mkdir()
+            if config.load("sample", params).labeler == "people":
+                report = people_labels(cfg, staging)
+            else:
+                pairs = read_jsonl(SAMPLES / "pairs.jsonl")
+                write_jsonl(staging / "pairs.jsonl", pairs)
+                report = {"n_pairs": len(pairs)}
+            finish("labels", {k: v for k, v in report.items() if v is not None})
+        return report
+
+    return labels
+
+
+def main() -> None:
+    params = read_params()
+    try:
+        people = config.load("sample", params).labeler == "people"
+    except PipelineError:
+        people = True  # the full path: it says what is wrong in one line
+    if not people and not os.environ.get(PIPELINE_RUN):
+        copy_labels()
+        return
+    run_stage(labels_flow(), ("sample", "labels", "tracking"), check_labels)
+
+
+if __name__ == "__main__":
+    die_cleanly(main)
