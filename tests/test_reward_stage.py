@@ -173,3 +173,43 @@ def test_another_gold_scorer_changes_what_the_rm_learns(tiny_pipeline, tmp_path)
     new, old = rm_agreement(root / "models/rm", pairs, more_the), rm_agreement(vader_rm, pairs, more_the)
     print(f"agreement with the 'more the' preference: RM trained on it {new:.3f}, VADER-trained RM {old:.3f}")
     assert new > old + 0.1
+
+
+def test_rm_trains_on_peoples_labels_and_reruns_when_they_change(tiny_pipeline):
+    """sample.labeler: people -- sample hands the completions to the label store; `dvc repro` stops at labels
+    until the target is labeled, then rm trains on exactly the people's pairs, and reruns only when they change."""
+    from tasks.labelstore import LabelStore
+
+    root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
+    params = (root / "params.yaml").read_text()
+    store = LabelStore(f"sqlite:///{root}/labels.db")
+
+    def rank_by_gold(annotator: str) -> None:  # what a person does on the page (tests/test_labeling.py drives it)
+        task = store.next_task(annotator)
+        golds = [c["gold"] for c in task.completions]
+        store.submit(task.id, annotator, ranks=[1 + sorted(golds, reverse=True).index(g) for g in golds])
+
+    try:
+        set_params(root, sample={"labeler": "people"}, labels={"target": 4, "overlap": 0.0})
+        proc = run_cmd(root, "dvc", "repro", "rm", check=False, PREFECT_API_URL=api)
+        assert proc.returncode != 0 and "labels: 0 of 40 tasks labeled, labels.target is 4" in proc.stderr
+        assert store.progress()["total"] == 40
+        for annotator in ("ann", "ann", "bob", "bob"):
+            rank_by_gold(annotator)
+        run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api)
+        labels, rm = (json.loads((root / f"metrics/{s}.json").read_text()) for s in ("labels", "rm"))
+        assert labels["labels_by_annotator"] == {"ann": 2, "bob": 2} and labels["gold_agreement"] >= 0.9
+        assert (
+            rm["train_n_pairs"] + rm["heldout_n_pairs"]
+            == labels["n_pairs"]
+            == len(read_jsonl(root / "data/comparisons/pairs.jsonl"))
+        )
+        again = run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api).stdout
+        assert "Running stage 'labels'" in again and "Stage 'rm' didn't change" in again
+        rank_by_gold("cy")
+        changed = run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api).stdout
+        assert "Running stage 'rm'" in changed
+        assert json.loads((root / "metrics/labels.json").read_text())["tasks_labeled"] == 5
+    finally:
+        (root / "params.yaml").write_text(params)
+        (root / "labels.db").unlink(missing_ok=True)
