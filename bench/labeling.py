@@ -119,7 +119,7 @@ def main() -> None:
     same, both, gold_hit, gold_n = map(np.array, (same, both, gold_hit, gold_n))
     result = {
         "command": "python -m bench.labeling " + " ".join(sys.argv[1:]),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu(),
         "completions": args.completions,
         "annotators": args.annotators,
         "tau": args.tau,
@@ -137,6 +137,17 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def cpu() -> str:
+    """The CPU's model name and its bf16 flags (speeds are only comparable on one machine)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = sorted({f for f in ("avx512_bf16", "amx_bf16") if f in info})
+    return f"{name} ({', '.join(flags) or 'no bf16 flags'})"
 
 
 def store_task(store, task_id: int):
