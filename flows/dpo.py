@@ -1,5 +1,10 @@
 """`dpo` stage: DPO / cDPO / IPO of models/sft on data/comparisons (the RM's pairs) -> models/dpo."""
 
+from flows.common import skipped_early
+
+if __name__ == "__main__" and skipped_early("dpo"):  # left out of pipeline.algorithms: no torch/Prefect import
+    raise SystemExit
+
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, skipped, step_logger

@@ -27,11 +27,11 @@ def dvc(*args, timeout=600) -> str:
     return proc.stdout
 
 
-def run_batch(experiments: dict[str, dict], jobs: int, what: str, timeout_s: float = 6 * 3600) -> list[str]:
-    """Queue {name: {param: value}} as DVC experiments, run them `jobs` at a time and wait; one error naming
-    the failed ones. Returns the names."""
-    for name, values in experiments.items():
-        dvc("exp", "run", "--queue", "-n", name, *[a for k, v in values.items() for a in ("-S", f"{k}={v}")])
+def queue(name: str, values: dict) -> None:
+    dvc("exp", "run", "--queue", "-n", name, *[a for k, v in values.items() for a in ("-S", f"{k}={v}")])
+
+
+def start_workers(jobs: int) -> None:
     # `dvc queue start` daemonizes its workers, which inherit its stdout: never capture it (a captured pipe
     # stays open until the last worker exits, so the call would block for the whole batch)
     subprocess.run(
@@ -43,20 +43,71 @@ def run_batch(experiments: dict[str, dict], jobs: int, what: str, timeout_s: flo
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + timeout_s
-    while True:  # `dvc queue status`: one line per task with its state
-        rows = [line.split() for line in dvc("queue", "status").splitlines()[1:]]
-        status = {r[1]: r[-1] for r in rows if len(r) >= 3 and r[1] in experiments}
+
+
+def workers_alive() -> bool:
+    """Whether a DVC queue worker process of this project is alive (its pid files)."""
+    for pid_file in (ROOT / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            return True
+        except (ValueError, IndexError, OSError):
+            continue
+    return False
+
+
+def queue_status(names) -> dict[str, str]:
+    """{experiment name: its newest task's state} from `dvc queue status` (newest first; a requeued name has
+    an older Failed row too)."""
+    status: dict[str, str] = {}
+    for row in (line.split() for line in dvc("queue", "status").splitlines()[1:]):
+        if len(row) >= 3 and row[1] in names:
+            status.setdefault(row[1], row[-1])
+    return status
+
+
+def run_batch(experiments: dict[str, dict], jobs: int, what: str, timeout_s: float = 6 * 3600) -> list[str]:
+    """Queue {name: {param: value}} as DVC experiments, run them `jobs` at a time and wait; one error naming
+    the failed ones. Returns the names.
+
+    DVC's queue workers can exit with an experiment still marked Running that nobody runs (a task lost
+    between two workers starting at once) or with experiments still Queued: when no worker is left for
+    LOST_AFTER_S, those are killed, queued again under their names, and workers started again (at most
+    twice)."""
+    for name, values in experiments.items():
+        queue(name, values)
+    start_workers(jobs)
+    deadline, idle_since, restarts = time.time() + timeout_s, None, 0
+    while True:
+        status = queue_status(experiments)
         if len(status) == len(experiments) and all(s in ("Success", "Failed") for s in status.values()):
             break
         if time.time() > deadline:
             raise PipelineError(f"{what}: not done after {timeout_s:.0f} s: {status}")
+        if workers_alive():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.time()
+        elif time.time() - idle_since > LOST_AFTER_S:
+            stuck = [n for n in experiments if status.get(n) not in ("Success", "Failed")]
+            if restarts == 2:
+                raise PipelineError(f"{what}: DVC's queue has no worker left and {stuck} are not done")
+            print(f"{what}: no DVC queue worker left, {stuck} not done: queued again")
+            for name in stuck:
+                if status.get(name) == "Running":
+                    dvc("queue", "kill", name)
+                    queue(name, experiments[name])
+            start_workers(jobs)
+            idle_since, restarts = None, restarts + 1
         time.sleep(5)
     failed = [n for n, s in status.items() if s == "Failed"]
     if failed:
         raise PipelineError(f"{what}: experiments failed: {failed} (see `dvc queue logs <name>`)")
     print(f"{what}: {len(experiments)} experiments done: {', '.join(experiments)}")
     return list(experiments)
+
+
+LOST_AFTER_S = 30
 
 
 def seed_settings(stages: list[str], seed: int, params: dict) -> dict:

@@ -1,5 +1,10 @@
 """`ppo` stage: PPO-ptx (PPO when ppo.ptx_coef = 0) of models/sft against models/rm -> models/ppo."""
 
+from flows.common import skipped_early
+
+if __name__ == "__main__" and skipped_early("ppo"):  # left out of pipeline.algorithms: no torch/Prefect import
+    raise SystemExit
+
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, skipped, step_logger

@@ -1,5 +1,10 @@
 """`rto` stage: PPO with the dpo model's token-wise implicit reward added (RTO) -> models/rto."""
 
+from flows.common import skipped_early
+
+if __name__ == "__main__" and skipped_early("rto"):  # left out of pipeline.algorithms: no torch/Prefect import
+    raise SystemExit
+
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, skipped, step_logger

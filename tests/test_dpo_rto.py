@@ -24,7 +24,7 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     from tasks.dpo import train_dpo
 
     root = tiny_pipeline["root"]
-    run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    run_cmd(root, "dvc", "repro", "labels", PREFECT_API_URL=tiny_pipeline["prefect_api"])
     cfg = config.load("dpo", config.read_params(root / "params.yaml")).model_copy(update=run)
     pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
     rows, trained = {"no_grad": 0, "grad": 0}, {}

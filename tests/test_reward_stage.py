@@ -110,7 +110,7 @@ def test_dataset_labeler_trains_the_rm_without_sampling(tiny_pipeline, fmt):
 def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, content, expect):
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "sample", PREFECT_API_URL=tiny_pipeline["prefect_api"])
-    before = digest(root / "data/comparisons")
+    before = digest(root / "data/samples")
     bad = tmp_path / "prefs.jsonl"
     bad.write_text(content)
     params = (root / "params.yaml").read_text()
@@ -122,7 +122,7 @@ def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad.parent}/{expect}"), proc.stderr
-    assert digest(root / "data/comparisons") == before
+    assert digest(root / "data/samples") == before
 
 
 def rm_agreement(rm_dir, pairs, scorer):
