@@ -46,8 +46,12 @@ def start_workers(jobs: int) -> None:
 
 
 def workers_alive() -> bool:
-    """Whether a DVC queue worker process of this project is alive (its pid files)."""
-    for pid_file in (ROOT / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+    """Whether a DVC queue worker process of this project is alive, from the pid files its workers write (no
+    pid file at all: it cannot tell, and says alive)."""
+    pid_files = list((ROOT / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"))
+    if not pid_files:
+        return True
+    for pid_file in pid_files:
         try:
             os.kill(int(pid_file.read_text().split()[0]), 0)
             return True

@@ -199,3 +199,23 @@ def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
         and win["n"] == 3
         and win["lo"] == pytest.approx(0.7 - 4.3027 * 0.1 / 3**0.5, rel=1e-4)
     )
+
+
+def test_dvc_queue_workers_are_alive_only_while_a_pid_file_names_a_live_process(tmp_path, monkeypatch):
+    """The queue watchdog (flows/experiments.py) requeues only when every worker pid file names a dead process."""
+    import os
+    import subprocess
+    import sys
+
+    from flows import experiments
+
+    monkeypatch.setattr(experiments, "ROOT", tmp_path)
+    assert experiments.workers_alive()  # no pid file: it cannot tell, so it does not act
+    celery = tmp_path / ".dvc/tmp/exps/celery"
+    celery.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (celery / "dvc-exp-worker-1.pid").write_text(f"{dead.pid}\n")
+    assert not experiments.workers_alive()
+    (celery / "dvc-exp-worker-2.pid").write_text(f"{os.getpid()}\n")
+    assert experiments.workers_alive()
