@@ -66,6 +66,7 @@ def test_rm_dpo_and_ppo_train_in_two_processes(proj, tiny_pipeline):
     api = tiny_pipeline["prefect_api"]
     set_params(proj, compute={"num_processes": 1})
     run_cmd(proj, "python", "-m", "flows.sample", PREFECT_API_URL=api)
+    run_cmd(proj, "python", "-m", "flows.labels")  # the pairs rm and dpo read
     set_params(
         proj,
         compute={"num_processes": 2},
