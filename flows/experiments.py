@@ -10,14 +10,16 @@ import subprocess
 import time
 
 from flows.common import TRACKING_URI
-from flows.paths import ROOT
+from flows.paths import LABELS_HOME, ROOT
 from tasks import config
 from tasks.common import PipelineError
 
 
 def dvc_env() -> dict:
-    # queued experiments run in temporary copies: keep them logging to this project's MLflow store
-    return dict(os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI", TRACKING_URI))
+    # queued experiments run in temporary copies: keep them logging to this project's MLflow store and reading
+    # its label store (labels.db is not in git, so not in the copy)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI", TRACKING_URI))
+    return env | {LABELS_HOME: env.get(LABELS_HOME, str(ROOT))}
 
 
 def dvc(*args, timeout=600) -> str:

@@ -21,9 +21,13 @@ PREFECT_HOME = ROOT / ".prefect"
 UI_ENV = ROOT / ".ui.env"
 
 
+LABELS_HOME = "RLHF_LABELS_HOME"  # set for queued DVC experiments: the checkout whose label store they read
+
+
 def store_url(url: str) -> str:
-    """A label store's SQLAlchemy URL: sqlite:///relative.db is the project's file; every other URL as it is."""
+    """A label store's SQLAlchemy URL: sqlite:///relative.db is the project's file (the checkout's, also for an
+    experiment DVC runs in a temporary copy); every other URL as it is."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
-        return prefix + str(ROOT / url[len(prefix) :])
+        return prefix + str(Path(os.environ.get(LABELS_HOME, ROOT)) / url[len(prefix) :])
     return url

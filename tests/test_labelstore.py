@@ -135,3 +135,14 @@ def test_overlap_hands_a_share_of_tasks_to_two_people_and_measures_agreement(tmp
     assert 0 < len(both) < 40 and len(set(seen["ann"]) | set(seen["bob"])) == 40
     # per shared task 6 pairs, 5 ordered alike (only 1 vs 2 swapped)
     assert store.agreement() == {"overlap_tasks": len(both), "pairs": 6 * len(both), "agreement": pytest.approx(5 / 6)}
+
+
+def test_a_relative_store_is_the_checkouts_also_in_an_experiments_temporary_copy(monkeypatch, tmp_path):
+    from flows.paths import LABELS_HOME, ROOT, store_url
+
+    monkeypatch.delenv(LABELS_HOME, raising=False)
+    assert store_url("sqlite:///labels.db") == f"sqlite:///{ROOT}/labels.db"
+    assert store_url("sqlite:////abs/labels.db") == "sqlite:////abs/labels.db"
+    assert store_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    monkeypatch.setenv(LABELS_HOME, str(tmp_path))  # what flows/experiments.py gives queued experiments
+    assert store_url("sqlite:///labels.db") == f"sqlite:///{tmp_path}/labels.db"
