@@ -2,7 +2,8 @@
 
 A simulated or dataset labeler's pairs are the sample stage's, copied. With sample.labeler: people they are
 every live ranking in the label store (tasks/labeling.py), read again at each `dvc repro` (the stage is
-always_changed; rm and dpo rerun only when the exported pairs differ). Below labels.target labeled tasks,
+always_changed; rm and dpo rerun only when the exported pairs differ; outside a pipeline run it is a plain
+file export, no Prefect or MLflow run). Below labels.target labeled tasks,
 inside a pipeline flow run the stage pauses with Prefect's pause-with-input: its node shows Paused with the
 page's address until the page sees the target reached and resumes it, or a person resumes it in the UI (then it
 trains on the labels so far). Outside a pipeline run it stops in one line.
@@ -18,21 +19,12 @@ import sys
 import time
 import urllib.request
 
-from flows.common import PIPELINE_RUN, finish, read_params, run_stage, stage_run, write_metrics
+from flows.common import PIPELINE_RUN, read_params, run_stage, stage_run, write_metrics
 from flows.paths import COMPARISONS, ROOT, SAMPLES, store_url
 from tasks import config
 from tasks.common import PipelineError, atomic_path, die_cleanly, read_jsonl, write_json, write_jsonl
 from tasks.labeling import export, report_lines, target_of
 from tasks.labelstore import LabelStore
-
-
-def copy_labels() -> None:
-    """A simulated or dataset labeler: its pairs as they are (no Prefect, no MLflow: a copy, at every repro)."""
-    pairs = read_jsonl(SAMPLES / "pairs.jsonl")
-    with atomic_path(COMPARISONS) as staging:
-        staging.mkdir()
-        write_jsonl(staging / "pairs.jsonl", pairs)
-    write_metrics("labels", {"n_pairs": len(pairs)})
 
 
 def page_answers(url: str) -> bool:
@@ -140,37 +132,50 @@ def people_labels(cfg, staging) -> dict:
     return report
 
 
+def write_labels(params: dict) -> dict:
+    """data/comparisons (pairs.jsonl; report.json for people's labels) and metrics/labels.json."""
+    cfg = config.load("labels", params)
+    with atomic_path(COMPARISONS) as staging:
+        staging.mkdir()
+        if config.load("sample", params).labeler == "people":
+            report = people_labels(cfg, staging)
+        else:
+            pairs = read_jsonl(SAMPLES / "pairs.jsonl")
+            write_jsonl(staging / "pairs.jsonl", pairs)
+            report = {"n_pairs": len(pairs)}
+        write_metrics("labels", {k: v for k, v in report.items() if v is not None})
+    return report
+
+
 def labels_flow():
     from prefect import flow
 
     @flow(name="labels", log_prints=True)
     def labels() -> dict:
+        """Inside a pipeline run: the labels node (paused while people label), its report in an MLflow run."""
+        import mlflow
+
         params = read_params()
-        cfg = config.load("labels", params)
-        with stage_run("labels", params, "sample"), atomic_path(COMPARISONS) as staging:
-            staging.mkdir()
-            if config.load("sample", params).labeler == "people":
-                report = people_labels(cfg, staging)
-            else:
-                pairs = read_jsonl(SAMPLES / "pairs.jsonl")
-                write_jsonl(staging / "pairs.jsonl", pairs)
-                report = {"n_pairs": len(pairs)}
-            finish("labels", {k: v for k, v in report.items() if v is not None})
+        with stage_run("labels", params, "sample"):
+            report = write_labels(params)
+            mlflow.log_metrics({k: float(v) for k, v in report.items() if isinstance(v, (int, float))})
         return report
 
     return labels
 
 
 def main() -> None:
-    params = read_params()
-    try:
-        people = config.load("sample", params).labeler == "people"
-    except PipelineError:
-        people = True  # the full path: it says what is wrong in one line
-    if not people and not os.environ.get(PIPELINE_RUN):
-        copy_labels()
+    """Every `dvc repro` runs this stage (always_changed): outside a pipeline run it is a file export, no Prefect
+    or MLflow run (the rm stage logs the labels report with the model trained on them)."""
+    sections = ("sample", "labels", "tracking")
+    if os.environ.get(PIPELINE_RUN):
+        run_stage(labels_flow(), sections, check_labels)
         return
-    run_stage(labels_flow(), ("sample", "labels", "tracking"), check_labels)
+    params = read_params()
+    for section in sections:
+        config.load(section, params)
+    check_labels(params)
+    write_labels(params)
 
 
 if __name__ == "__main__":

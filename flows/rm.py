@@ -1,9 +1,11 @@
 """`rm` stage: the reward model (scalar head on models/sft) trained on data/comparisons -> models/rm."""
 
+import json
+
 from prefect import flow, task
 
 from flows.common import finish, read_params, run_stage, skip, stage_run, step_logger
-from flows.paths import MODELS, PAIRS
+from flows.paths import COMPARISONS, MODELS, PAIRS
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
 from tasks.common import atomic_path, read_jsonl
@@ -21,6 +23,18 @@ def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
     return train_rm(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, device, dtype, ctx, on_step, checkpoint_dir("rm"))
 
 
+def log_label_report() -> None:
+    """People's labels the RM trains on, in its MLflow run: labels per annotator, agreement (labels_* metrics,
+    the whole report as labels_report.json)."""
+    import mlflow
+
+    path = COMPARISONS / "report.json"
+    if path.exists():
+        report = json.loads(path.read_text())
+        mlflow.log_metrics({f"labels_{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+        mlflow.log_dict(report, "labels_report.json")
+
+
 @task(name="train-and-normalize")
 def train_task(out_dir: str) -> dict:
     return train_in_processes("rm", train, out_dir, step_logger("rm"))
@@ -32,6 +46,7 @@ def rm_flow() -> dict:
         skip("rm", "no stage in pipeline.algorithms optimizes the RM (their reward: Python functions)")
         return {}
     with stage_run("rm", read_params()), atomic_path(MODELS / "rm") as staging:
+        log_label_report()
         out = train_task(str(staging))
         metrics = out["metrics"]
         register("rm", str(staging), "reward", metrics)

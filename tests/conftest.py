@@ -175,13 +175,15 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 # --no-loadscope-reorder). Files go out in this order, longest first, so the one long file starts at once
 # and the rest fill the other worker; unlisted files follow in their usual order (the per-file seconds behind
 # this order: docs/results.md). ppo_stage runs sample and rm itself when no earlier file on its worker did,
-# so it goes early too.
+# so it goes early too. xdist hands a worker its next file once two of its tests are pending: for the
+# pipeline file's worker that is while its deployment test (minutes) runs.
 COST_ORDER = [
     "test_pipeline",
     "test_distributed",
     "test_ppo_stage",
     "test_group_stages",
     "test_bad_inputs",
+    "test_label_pause",  # what pipeline's worker takes when two of its tests are left (~7 min in): no tiny model
     "test_reward_stage",
     "test_dpo_rto",
     "test_resume",

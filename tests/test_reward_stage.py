@@ -204,6 +204,13 @@ def test_rm_trains_on_peoples_labels_and_reruns_when_they_change(tiny_pipeline):
             == labels["n_pairs"]
             == len(read_jsonl(root / "data/comparisons/pairs.jsonl"))
         )
+        import mlflow  # the rm's MLflow run carries the labels it trained on
+
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        run = mlflow.search_runs(
+            experiment_names=["rlhf-pipeline"], filter_string="tags.dvc_stage = 'rm'", order_by=["start_time DESC"]
+        ).iloc[0]
+        assert run["metrics.labels_n_pairs"] == labels["n_pairs"] and run["metrics.labels_n_annotators"] == 2
         again = run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api).stdout
         assert "Running stage 'labels'" in again and "Stage 'rm' didn't change" in again
         rank_by_gold("cy")
