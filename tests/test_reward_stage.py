@@ -75,7 +75,23 @@ def write_prefs(path, n=60, fmt="trl"):
             f.write(json.dumps(rec) + "\n")
 
 
-@pytest.mark.parametrize("fmt", ["trl", "hh"])
+def test_dataset_labeler_reads_anthropic_hh_dialogues_as_the_trl_format(tmp_path):
+    """HH's two full dialogues become the same prompt/chosen/rejected records as the TRL file (the stage-level
+    run below trains the RM on the TRL one)."""
+    from types import SimpleNamespace
+
+    from tasks.labelers import DatasetLabeler
+
+    for fmt in ("trl", "hh"):
+        write_prefs(tmp_path / f"{fmt}.jsonl", n=6, fmt=fmt)
+    trl, hh = (DatasetLabeler(SimpleNamespace(dataset=f"{f}.jsonl"), tmp_path).label() for f in ("trl", "hh"))
+    assert len(hh) == len(trl) == 6
+    for h, t in zip(hh, trl):
+        assert (h["chosen"], h["rejected"]) == (t["chosen"], t["rejected"])
+        assert h["prompt"] == f"\n\nHuman: {t['prompt']}\n\nAssistant:"
+
+
+@pytest.mark.parametrize("fmt", ["trl"])
 def test_dataset_labeler_trains_the_rm_without_sampling(tiny_pipeline, fmt):
     root = tiny_pipeline["root"]
     write_prefs(root / f"prefs-{fmt}.jsonl", fmt=fmt)
