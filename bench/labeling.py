@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,6 @@ def main() -> None:
     from tasks.common import read_jsonl
     from tasks.labeling import export, groups_from_completions
     from tasks.labelstore import LabelStore, ranking_pairs
-    from tests.conftest import free_port
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("completions", nargs="?", default="data/samples/completions.jsonl")
@@ -66,7 +66,9 @@ def main() -> None:
     url = f"sqlite:///{tmp / 'labels.db'}"
     store = LabelStore(url)
     store.add_tasks(groups, overlap=args.overlap, seed=0)
-    port = free_port()
+    with socket.socket() as sock:  # a free port on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     page = subprocess.Popen([sys.executable, "-m", "flows.label", "--store", url, "--port", str(port)])
     base = f"http://127.0.0.1:{port}/api"
     rng, latency, people = np.random.default_rng(0), [], [f"person{i}" for i in range(args.annotators)]

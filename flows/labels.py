@@ -62,21 +62,22 @@ def prefect_api() -> str | None:
     return PREFECT_API_URL.value()
 
 
-def short_of_target(cfg) -> tuple[LabelStore, list[str], str | None]:
-    """The store, the sampled prompts' ids, and what is missing when fewer than labels.target tasks are labeled
-    (None when enough are). A pipeline run can wait for them; any other run stops here, before Prefect starts."""
+def short_of_target(cfg) -> tuple[LabelStore, list[str], int, str | None]:
+    """The store, the sampled prompts' ids, the target, and what is missing when fewer than labels.target tasks
+    are labeled (None when enough are). A pipeline run can wait for them; any other run stops here, before
+    Prefect starts."""
     store = LabelStore(store_url(cfg.store))
     prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in read_jsonl(SAMPLES / "completions.jsonl")))
     done = store.progress(prompt_ids)
     target = target_of(cfg, done["total"])
     if done["labeled"] >= target:
-        return store, prompt_ids, None
+        return store, prompt_ids, target, None
     missing = f"{done['labeled']} of {done['total']} tasks labeled, labels.target is {target}"
     if not (os.environ.get(PIPELINE_RUN) and prefect_api() and cfg.wait_hours > 0):
         raise PipelineError(
             f"labels: {missing}: label them with `make label` (http://{cfg.host}:{cfg.port}/), then run again"
         )
-    return store, prompt_ids, missing
+    return store, prompt_ids, target, missing
 
 
 def check_labels(params: dict) -> None:
@@ -84,7 +85,7 @@ def check_labels(params: dict) -> None:
         short_of_target(config.load("labels", params))
 
 
-def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, missing: str) -> None:
+def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, target: int, missing: str) -> None:
     """Paused (a pipeline run) until resumed: by the page once labels.target tasks are labeled, or by a person."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
@@ -94,7 +95,7 @@ def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, missing: str)
     class Resume(RunInput):
         note: str = ""
 
-    target, url = target_of(cfg, store.progress(prompt_ids)["total"]), f"http://{cfg.host}:{cfg.port}/"
+    url = f"http://{cfg.host}:{cfg.port}/"
     where = f"{missing}: label them at {url}"
     api = prefect_api()
     describe = (
@@ -119,9 +120,9 @@ def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, missing: str)
 
 
 def people_labels(cfg, staging) -> dict:
-    store, prompt_ids, missing = short_of_target(cfg)
+    store, prompt_ids, target, missing = short_of_target(cfg)
     if missing:
-        wait_for_people(store, prompt_ids, cfg, missing)
+        wait_for_people(store, prompt_ids, cfg, target, missing)
     pairs, report = export(store, prompt_ids)
     if not pairs:
         raise PipelineError(f"labels: no comparisons yet ({report_lines(report)[0]}): rank some tasks first")
