@@ -42,8 +42,8 @@ def child(module: str, *args) -> dict:
 
 def tiny_model_dir(dest: Path) -> Path:
     """The tests' tiny random Llama (2 layers, hidden 64, a 512-token BPE trained on the corpus)."""
-    from tasks.base_model import ensure_pad_token, tiny_model
     from tasks.config import BaseConfig
+    from tasks.lm.base_model import ensure_pad_token, tiny_model
 
     model, tok = tiny_model(BaseConfig(model="tiny"), ROOT / "data/reviews.jsonl")
     ensure_pad_token(model, tok)
@@ -137,7 +137,7 @@ def batch8_ratios(rows: list[dict]) -> dict:
     """At batch 8, tokens/s of ours with the configured sampler (ppo.rollout_precision) and with each copy,
     over plain fp32 `generate`."""
     from flows.common import read_params
-    from tasks.common import cpu_bf16_native
+    from tasks.runtime.device import cpu_bf16_native
 
     by = {r["side"]: r["tokens_per_s"] for r in rows if r["batch"] == 8}
     precision = read_params()["ppo"].get("rollout_precision", "fp32")

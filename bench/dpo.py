@@ -30,7 +30,7 @@ def comparison_pairs(n_prompts: int, seed: int = 0) -> list[dict]:
     """n_prompts x 6 pairs in the sample stage's format, from the corpus (prompt: a review's first words;
     completions: the next ~20 words of four reviews)."""
     from flows.paths import ROOT
-    from tasks.common import read_jsonl
+    from tasks.runtime.files import read_jsonl
 
     rng = random.Random(seed)
     reviews = [r["text"].split() for r in read_jsonl(ROOT / "data/reviews.jsonl")]
@@ -62,10 +62,10 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from functools import partial
 
     from tasks.config import DPOConfig
-    from tasks.dpo import add_reference_logprobs, collate_dpo, dpo_step
-    from tasks.models import load_lm
-    from tasks.reward import build_groups
-    from tasks.train import fit
+    from tasks.lm.models import load_lm
+    from tasks.train.dpo import add_reference_logprobs, collate_dpo, dpo_step
+    from tasks.train.loop import fit
+    from tasks.train.reward_model import build_groups
 
     cfg = DPOConfig(
         beta=0.1,
@@ -106,7 +106,7 @@ def run_trl(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from tasks.batching import render_prompt
+    from tasks.lm.batching import render_prompt
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", use_safetensors=True)

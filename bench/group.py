@@ -3,12 +3,12 @@
     python -m bench.group train <out dir> <algo> <seed> <iterations>   # one training, timed -> <out dir>/<run>/
     python -m bench.group eval <out dir> <result.json>                 # every saved policy vs SFT, aggregated
 
-`train` runs the stage's own code (tasks/ppo.py, tasks/grpo.py) with params.yaml's section for the algorithm,
+`train` runs the stage's own code (tasks/rl/ppo.py, tasks/rl/group.py) with params.yaml's section for the algorithm,
 its seed and iteration count replaced, in the stage's precision; it saves the policy and `timing.json`
 (seconds of the whole training, loading included, and of each iteration). `eval` runs the eval stage's code
-(tasks/evaluate.py, the `eval` section: same prompts, samples and seed for every policy; SFT samples once)
+(tasks/eval/evaluate.py, the `eval` section: same prompts, samples and seed for every policy; SFT samples once)
 on all saved policies, then per (algorithm, iterations) the mean and Student's t interval over seeds and
-Welch's interval of each difference to PPO-ptx (tasks/experiments.py: what `make seeds` reports).
+Welch's interval of each difference to PPO-ptx (tasks/eval/dvc_experiments.py: what `make seeds` reports).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
     from flows.online import train_online
     from tasks import config
-    from tasks.common import pick_device
-    from tasks.context import SINGLE_PROCESS
-    from tasks.grpo import train_group
-    from tasks.ppo import train_ppo
+    from tasks.rl.group import train_group
+    from tasks.rl.ppo import train_ppo
+    from tasks.runtime.context import SINGLE_PROCESS
+    from tasks.runtime.device import pick_device
 
     params = config.read_params(Path("params.yaml"))
     device, dtype = pick_device(config.load("compute", params), stage=algo)
@@ -55,7 +55,7 @@ def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
 def evaluate(out_dir: Path, result: Path) -> dict:
     from flows.eval import evaluate as evaluate_stage
     from tasks import config
-    from tasks.experiments import aggregate, welch_interval
+    from tasks.eval.dvc_experiments import aggregate, welch_interval
 
     params = config.read_params(Path("params.yaml"))
     runs = {d.name: d for d in sorted(out_dir.iterdir()) if (d / "timing.json").exists()}
@@ -101,7 +101,7 @@ def evaluate(out_dir: Path, result: Path) -> dict:
 
 
 def _t(rows: list[dict], key: str, level: float) -> dict:
-    from tasks import stats
+    from tasks.eval import stats
 
     return stats.t_interval([r[key] for r in rows], level)
 

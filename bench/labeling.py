@@ -1,6 +1,6 @@
 """The labeling path end to end with simulated people: the sample stage's completions as tasks in a fresh label
-store, the real page server (flows/label.py), N annotators ranking through its HTTP API, the labels stage's
-export and report (tasks/labeling.py).
+store, the real page server (flows/label_page.py), N annotators ranking through its HTTP API, the labels stage's
+export and report (tasks/label/export.py).
 
     python -m bench.labeling [completions.jsonl] [--annotators 2] [--tau 0.1] [--overlap 0.1] [--out result.json]
 
@@ -50,9 +50,9 @@ def bootstrap_share(hits: np.ndarray, totals: np.ndarray, seed: int = 0, resampl
 def main() -> None:
     import httpx
 
-    from tasks.common import read_jsonl
-    from tasks.labeling import export, groups_from_completions
-    from tasks.labelstore import LabelStore, ranking_pairs
+    from tasks.label.export import export, groups_from_completions
+    from tasks.label.store import LabelStore, ranking_pairs
+    from tasks.runtime.files import read_jsonl
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("completions", nargs="?", default="data/samples/completions.jsonl")
@@ -69,7 +69,7 @@ def main() -> None:
     with socket.socket() as sock:  # a free port on this machine
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    page = subprocess.Popen([sys.executable, "-m", "flows.label", "--store", url, "--port", str(port)])
+    page = subprocess.Popen([sys.executable, "-m", "flows.label_page", "--store", url, "--port", str(port)])
     base = f"http://127.0.0.1:{port}/api"
     rng, latency, people = np.random.default_rng(0), [], [f"person{i}" for i in range(args.annotators)]
     try:
@@ -155,7 +155,7 @@ def cpu() -> str:
 def store_task(store, task_id: int):
     from sqlalchemy.orm import Session
 
-    from tasks.labelstore import Task
+    from tasks.label.store import Task
 
     with Session(store.engine) as s:
         return s.get(Task, task_id)
@@ -165,7 +165,7 @@ def store_rankings(store) -> dict[int, list[list[int]]]:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from tasks.labelstore import Label
+    from tasks.label.store import Label
 
     out: dict[int, list[list[int]]] = {}
     with Session(store.engine) as s:

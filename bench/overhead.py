@@ -23,8 +23,8 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 def sft_items(tok, n: int) -> list[dict]:
     from flows.paths import ROOT
-    from tasks.batching import encode_example
-    from tasks.common import read_jsonl
+    from tasks.lm.batching import encode_example
+    from tasks.runtime.files import read_jsonl
 
     rows = read_jsonl(ROOT / "data/reviews.jsonl")[:n]
     return [
@@ -33,15 +33,15 @@ def sft_items(tok, n: int) -> list[dict]:
 
 
 def loop(model_dir: str, steps: int, on_step=None) -> float:
-    """The SFT stage's work, bare: load the model, encode the data, run its training loop (tasks.train.fit
+    """The SFT stage's work, bare: load the model, encode the data, run its training loop (tasks.train.loop.fit
     with the SFT loss). Timed whole, like the flow below, so the two differ only by what wraps the work."""
     import torch
 
-    from tasks.batching import collate
     from tasks.config import SFTConfig
-    from tasks.models import load_lm
-    from tasks.sft import lm_loss
-    from tasks.train import fit
+    from tasks.lm.batching import collate
+    from tasks.lm.models import load_lm
+    from tasks.train.loop import fit
+    from tasks.train.sft import lm_loss
 
     t0 = time.perf_counter()
     model, tok = load_lm(Path(model_dir))
@@ -65,9 +65,9 @@ def through_flow(model_dir: str, steps: int) -> float:
     """The same loop as a Prefect task in a Prefect flow, inside an MLflow stage run, logging every step."""
     from prefect import flow, task
 
+    from flows import tracking
     from flows.common import TRACKING_URI, step_logger
     from flows.paths import MLARTIFACTS, ROOT
-    from tasks import tracking
 
     @task(name="train")
     def train():

@@ -4,7 +4,7 @@ tokens, forward + backward + AdamW), same model, same batch, each timed REPS tim
     python -m bench.precision <model dir>    -> one JSON line
 
 bf16 is what `compute.precision: auto` picks on a CPU with bf16 units (amx_bf16 / avx512_bf16); the heads
-(LM head, scalar heads) stay fp32 as in the pipeline (tasks/models.py: FP32Linear). On a CPU without bf16
+(LM head, scalar heads) stay fp32 as in the pipeline (tasks/lm/models.py: FP32Linear). On a CPU without bf16
 units the bf16 column is the emulated speed, which is why auto picks fp32 there. The ratios are fp32 time ÷
 bf16 time (> 1: bf16 is faster).
 """
@@ -33,9 +33,9 @@ def median_seconds(fn) -> float:
 
 
 def measure(model_dir: str) -> dict:
-    from tasks.common import cpu_bf16_native
-    from tasks.context import autocast
-    from tasks.models import load_lm
+    from tasks.lm.models import load_lm
+    from tasks.runtime.context import autocast
+    from tasks.runtime.device import cpu_bf16_native
 
     model, _ = load_lm(model_dir)
     vocab = model.config.vocab_size

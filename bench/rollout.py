@@ -1,4 +1,4 @@
-"""Rollout throughput: our generation module (tasks.generation.sample) vs a plain `model.generate` loop,
+"""Rollout throughput: our generation module (tasks.lm.generation.sample) vs a plain `model.generate` loop,
 same prompts, sampling settings (T = 1, top_k 0, top_p 1, 32 new tokens, stop at EOS), seeded; ours with
 the fp32 policy and with its bf16 and int8 sampling copies (ppo.rollout_precision; on a CPU without bf16
 units their speed is the emulated one), each copy's mean per-token KL to the fp32 policy beside it.
@@ -27,14 +27,14 @@ NEW_TOKENS = 32
 
 def prompts_from_corpus(n: int) -> list[str]:
     from flows.paths import ROOT
-    from tasks.common import read_jsonl
+    from tasks.runtime.files import read_jsonl
 
     return [" ".join(r["text"].split()[:5]) for r in read_jsonl(ROOT / "data/reviews.jsonl")[:n]]
 
 
 def plain_generate(model, tok, prompts: list[str], batch: int) -> int:
     """What a user writes: tokenize a batch (left padding), generate, count new tokens to EOS."""
-    from tasks.batching import render_prompt
+    from tasks.lm.batching import render_prompt
 
     tok.padding_side = "left"
     n = 0
@@ -63,7 +63,7 @@ def plain_generate(model, tok, prompts: list[str], batch: int) -> int:
 
 def ours(model, tok, prompts: list[str], batch: int) -> int:
     from tasks.config import Generation
-    from tasks.generation import sample
+    from tasks.lm.generation import sample
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=batch)
     return sum(len(r["response"]) for r in sample(model, tok, prompts, 1, cfg, seed=0, desc="bench rollout"))
@@ -98,7 +98,7 @@ def timed(fn, *args) -> tuple[float, int]:
 def copy_kl(model, copy, tok, prompts: list[str]) -> float:
     """Mean per-token KL(policy || sampling copy) of next-token distributions on the policy's own samples."""
     from tasks.config import Generation
-    from tasks.generation import pack, response_logits, sample
+    from tasks.lm.generation import pack, response_logits, sample
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=16)
     s = sample(model, tok, prompts, 1, cfg, seed=1, desc="kl batch")
@@ -111,7 +111,7 @@ def copy_kl(model, copy, tok, prompts: list[str]) -> float:
 
 
 if __name__ == "__main__":
-    from tasks.models import load_lm, sampling_copy
+    from tasks.lm.models import load_lm, sampling_copy
 
     model_dir, sizes, n_prompts = sys.argv[1], [int(b) for b in sys.argv[2].split(",")], int(sys.argv[3])
     model, tok = load_lm(model_dir)

@@ -5,8 +5,9 @@ from prefect import flow, task
 from flows.common import read_params, run_stage, write_metrics
 from flows.paths import BASE_CACHE, MODELS, ROOT
 from tasks import config
-from tasks.base_model import build_base, check_model_source
-from tasks.common import PipelineError, atomic_path
+from tasks.lm.base_model import build_base, check_model_source
+from tasks.runtime.errors import PipelineError
+from tasks.runtime.files import atomic_path
 
 
 @task(name="fetch-convert-save")

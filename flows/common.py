@@ -8,9 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+from flows import tracking
 from flows.paths import CHECKPOINTS, METRICS, MLARTIFACTS, MLFLOW_DB, MODELS, PARAMS, ROOT
-from tasks import config, tracking
-from tasks.common import PipelineError, atomic_path, die_cleanly, pick_device, write_json
+from tasks import config
+from tasks.runtime.device import pick_device
+from tasks.runtime.errors import PipelineError, die_cleanly
+from tasks.runtime.files import atomic_path, write_json
 
 TRACKING_URI = f"sqlite:///{MLFLOW_DB}"  # unless MLFLOW_TRACKING_URI says otherwise
 

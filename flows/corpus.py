@@ -2,9 +2,10 @@
 
 from flows.paths import BASE_CACHE, PARAMS, ROOT
 from tasks import config
-from tasks.base_model import load_pretrained
-from tasks.common import die_cleanly, write_jsonl
-from tasks.corpus import cleaned_reviews, generate
+from tasks.data.corpus import cleaned_reviews, generate
+from tasks.lm.base_model import load_pretrained
+from tasks.runtime.errors import die_cleanly
+from tasks.runtime.files import write_jsonl
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from flows.common import read_params, run_stage, skipped, step_logger
 from flows.paths import MODELS, PAIRS
 from flows.stages import check_batches_split, checkpoint_dir, policy_stage, train_in_processes
 from tasks import config
-from tasks.common import read_jsonl
-from tasks.dpo import train_dpo
+from tasks.runtime.files import read_jsonl
+from tasks.train.dpo import train_dpo
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:

@@ -5,20 +5,21 @@ interval) and metrics/eval/head_to_head.json; plots/eval.png; an MLflow evaluati
 one nested run per policy (params algorithm + kl_coef, metrics win_rate, win_rate_ci_low, kl, ...: the runs
 table sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run;
 and sets the registry alias (`champion`) on the best policy's model version if it passes the gate
-(tasks/evaluate.py: champion_gate).
+(tasks/eval/evaluate.py: champion_gate).
 """
 
 import json
 
 from prefect import flow, task
 
+from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.paths import MODELS, PLOTS
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
-from tasks import config, tracking
-from tasks.common import pick_device
-from tasks.evaluate import champion_gate, evaluate_policies
-from tasks.report import eval_figure, eval_table, head_to_head_table
+from tasks import config
+from tasks.eval.evaluate import champion_gate, evaluate_policies
+from tasks.eval.report import eval_figure, eval_table, head_to_head_table
+from tasks.runtime.device import pick_device
 
 POLICIES = config.POLICY_STAGES
 

@@ -12,7 +12,7 @@ import time
 from flows.common import TRACKING_URI
 from flows.paths import LABELS_HOME, ROOT
 from tasks import config
-from tasks.common import PipelineError
+from tasks.runtime.errors import PipelineError
 
 
 def dvc_env() -> dict:

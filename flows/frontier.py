@@ -22,8 +22,8 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.common import die_cleanly
-from tasks.frontier import ALGOS, plot, points, write_points
+from tasks.eval.frontier import ALGOS, plot, points, write_points
+from tasks.runtime.errors import die_cleanly
 
 PNG = PLOTS / "frontier.png"
 

@@ -12,7 +12,7 @@ from flows.stages import (
     train_in_processes,
 )
 from tasks import config
-from tasks.grpo import train_group
+from tasks.rl.group import train_group
 
 
 def train_grpo(cfg, out_dir, ctx, device, dtype, on_step) -> dict:

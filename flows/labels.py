@@ -1,7 +1,7 @@
 """`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json).
 
 A simulated or dataset labeler's pairs are the sample stage's, copied. With sample.labeler: people they are
-every live ranking in the label store (tasks/labeling.py), read again at each `dvc repro` (the stage is
+every live ranking in the label store (tasks/label/export.py), read again at each `dvc repro` (the stage is
 always_changed; rm and dpo rerun only when the exported pairs differ; outside a pipeline run it is a plain
 file export, no Prefect or MLflow run). Below labels.target labeled tasks,
 inside a pipeline flow run the stage pauses with Prefect's pause-with-input: its node shows Paused with the
@@ -22,9 +22,10 @@ import urllib.request
 from flows.common import PIPELINE_RUN, read_params, run_stage, stage_run, write_metrics
 from flows.paths import COMPARISONS, ROOT, SAMPLES, store_url
 from tasks import config
-from tasks.common import PipelineError, atomic_path, die_cleanly, read_jsonl, write_json, write_jsonl
-from tasks.labeling import export, report_lines, target_of
-from tasks.labelstore import LabelStore
+from tasks.label.export import export, report_lines, target_of
+from tasks.label.store import LabelStore
+from tasks.runtime.errors import PipelineError, die_cleanly
+from tasks.runtime.files import atomic_path, read_jsonl, write_json, write_jsonl
 
 
 def page_answers(url: str) -> bool:
@@ -40,7 +41,7 @@ def labeling_page(cfg, url: str):
     if page_answers(url):
         yield
         return
-    cmd = [sys.executable, "-m", "flows.label", "--store", cfg.store, "--host", cfg.host, "--port", str(cfg.port)]
+    cmd = [sys.executable, "-m", "flows.label_page", "--store", cfg.store, "--host", cfg.host, "--port", str(cfg.port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     try:
         deadline = time.time() + 60

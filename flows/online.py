@@ -5,10 +5,10 @@ from flows.common import read_params
 from flows.paths import MODELS
 from flows.stages import checkpoint_dir, prompts, texts
 from tasks import config
-from tasks.common import PipelineError
-from tasks.gold import load_scorer
-from tasks.policy import save_policy
-from tasks.rewards import load_functions, needs_rm
+from tasks.label.gold import load_scorer
+from tasks.rl.actors import save_policy
+from tasks.rl.reward_spec import load_functions, needs_rm
+from tasks.runtime.errors import PipelineError
 
 
 def train_online(fit, stage: str, cfg, out_dir, ctx, device, dtype, on_step, **extra) -> dict:

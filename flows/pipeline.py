@@ -27,7 +27,8 @@ from pydantic.fields import FieldInfo
 from flows.common import PIPELINE_RUN, mlflow_setup, read_params
 from flows.paths import METRICS, ROOT
 from tasks import config
-from tasks.common import PipelineError, git_commit
+from tasks.runtime.errors import PipelineError
+from tasks.runtime.files import git_commit
 
 
 def form_field(section: str, dotted: str) -> Any:
@@ -256,6 +257,6 @@ def pipeline(
 
 
 if __name__ == "__main__":
-    from tasks.common import die_cleanly
+    from tasks.runtime.errors import die_cleanly
 
     die_cleanly(pipeline)

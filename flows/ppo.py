@@ -16,7 +16,7 @@ from flows.stages import (
     train_in_processes,
 )
 from tasks import config
-from tasks.ppo import train_ppo
+from tasks.rl.ppo import train_ppo
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:

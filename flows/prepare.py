@@ -5,7 +5,7 @@ from prefect import flow, task
 from flows.common import no_retry_on_user_error, read_params, run_stage, write_metrics
 from flows.paths import PREPARED, ROOT
 from tasks import config
-from tasks.data import prepare
+from tasks.data.splits import prepare
 
 
 @task(

@@ -8,8 +8,8 @@ import sys
 import yaml
 
 from flows.paths import PARAMS, PROFILES
-from tasks.common import PipelineError, die_cleanly
 from tasks.config import deep_merge
+from tasks.runtime.errors import PipelineError, die_cleanly
 
 
 def apply(name: str) -> dict:

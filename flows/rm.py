@@ -8,8 +8,8 @@ from flows.common import finish, read_params, run_stage, skip, stage_run, step_l
 from flows.paths import COMPARISONS, MODELS, PAIRS
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
-from tasks.common import atomic_path, read_jsonl
-from tasks.reward import train_rm
+from tasks.runtime.files import atomic_path, read_jsonl
+from tasks.train.reward_model import train_rm
 
 
 def rm_users(params: dict) -> list[str]:

@@ -17,7 +17,7 @@ from flows.stages import (
     train_in_processes,
 )
 from tasks import config
-from tasks.rto import train_rto
+from tasks.rl.rto import train_rto
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:

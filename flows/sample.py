@@ -7,13 +7,14 @@ from flows.common import finish, no_retry_on_user_error, read_params, run_stage,
 from flows.paths import MODELS, ROOT, SAMPLES, store_url
 from flows.stages import check_prompt_lengths, prompts
 from tasks import config
-from tasks.batching import require_chat_template
-from tasks.common import atomic_path, pick_device, read_jsonl
-from tasks.gold import load_scorer
-from tasks.labelers import make_labeler
-from tasks.labeling import groups_from_completions, send_to_people
-from tasks.labelstore import LabelStore
-from tasks.sample import run_sample
+from tasks.label.export import groups_from_completions, send_to_people
+from tasks.label.gold import load_scorer
+from tasks.label.labelers import make_labeler
+from tasks.label.sampling import run_sample
+from tasks.label.store import LabelStore
+from tasks.lm.batching import require_chat_template
+from tasks.runtime.device import pick_device
+from tasks.runtime.files import atomic_path, read_jsonl
 
 
 @task(name="sample-score-label", retries=1, retry_delay_seconds=5, retry_condition_fn=no_retry_on_user_error)

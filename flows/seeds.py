@@ -20,9 +20,10 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.common import PipelineError, die_cleanly, write_json
-from tasks.experiments import aggregate, differences, latest_batch, seed_champions, seed_runs, write_runs
-from tasks.report import seeds_figure
+from tasks.eval.dvc_experiments import aggregate, differences, latest_batch, seed_champions, seed_runs, write_runs
+from tasks.eval.report import seeds_figure
+from tasks.runtime.errors import PipelineError, die_cleanly
+from tasks.runtime.files import write_json
 
 PNG = PLOTS / "seeds.png"
 

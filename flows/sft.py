@@ -6,10 +6,11 @@ from flows.common import finish, read_params, run_stage, stage_run, step_logger
 from flows.paths import MODELS, PREPARED
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
-from tasks.batching import require_chat_template
-from tasks.common import atomic_path, pick_device
-from tasks.data import load_split
-from tasks.sft import heldout_loss, train_sft
+from tasks.data.splits import load_split
+from tasks.lm.batching import require_chat_template
+from tasks.runtime.device import pick_device
+from tasks.runtime.files import atomic_path
+from tasks.train.sft import heldout_loss, train_sft
 
 
 def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:

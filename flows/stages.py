@@ -6,15 +6,17 @@ from pathlib import Path
 
 from prefect import task
 
+from flows import tracking
 from flows.common import finish, read_params, stage_run
+from flows.launch import check_divisible
+from flows.launch import run as run_training
 from flows.paths import CHECKPOINTS, MODELS, PREPARED
-from tasks import config, tracking
-from tasks.batching import encode_prompt, require_chat_template
-from tasks.common import PipelineError, atomic_path
-from tasks.data import load_split
-from tasks.launch import check_divisible
-from tasks.launch import run as run_training
-from tasks.models import load_lm, load_scalar_model
+from tasks import config
+from tasks.data.splits import load_split
+from tasks.lm.batching import encode_prompt, require_chat_template
+from tasks.lm.models import load_lm, load_scalar_model
+from tasks.runtime.errors import PipelineError
+from tasks.runtime.files import atomic_path
 
 # stage -> (prompt split it generates from, section whose max_prompt_len applies)
 PROMPT_SPLITS = {

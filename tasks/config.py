@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.common import PipelineError
+from tasks.runtime.errors import PipelineError
 
 
 class ConfigError(PipelineError):
@@ -194,7 +194,9 @@ class SampleConfig(Section):
         description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
         "(human comparisons from sample.dataset), 'people' (your team ranks them: make label) or 'module:Class'",
     )
-    gold_scorer: str = Field("tasks.gold:vader", description="'module:function' str -> float standing in for humans")
+    gold_scorer: str = Field(
+        "tasks.label.gold:vader", description="'module:function' str -> float standing in for humans"
+    )
     tau: float = Field(0.1, ge=0, description="annotator noise: P(a > b) = sigmoid((g(a) - g(b)) / tau); 0 = noiseless")
     k: int = Field(6, ge=2, description="completions sampled per prompt (all k-choose-2 pairs are labeled)")
     max_prompts: int | None = Field(160, ge=1, description="use only the first N comparison prompts")

@@ -17,12 +17,12 @@ PACKAGES = ("tasks", "flows")
 # Modules a stage imports that no DVC output depends on: leaving them out of dvc.yaml's deps keeps an edit to
 # them from rerunning the pipeline. Anything else a stage imports, directly or not, must be a dep.
 NOT_DEPS = {
-    "tasks/tracking.py": "MLflow runs, logged models and the registry only; no DVC output is written there",
+    "flows/tracking.py": "MLflow runs, logged models and the registry only; no DVC output is written there",
 }
 
 
 def module_file(name: str) -> Path | None:
-    """tasks.foo -> tasks/foo.py, tasks -> tasks/__init__.py; None for anything outside the project."""
+    """tasks.rl.ppo -> tasks/rl/ppo.py, tasks.rl -> tasks/rl/__init__.py; None for anything outside the project."""
     if name.split(".")[0] not in PACKAGES:
         return None
     path = REPO.joinpath(*name.split("."))
@@ -48,7 +48,7 @@ def graph() -> dict[str, set[str]]:
     """{module file (repo-relative): module files it imports}, over tasks/ and flows/."""
     edges = {}
     for package in PACKAGES:
-        for path in sorted((REPO / package).glob("*.py")):
+        for path in sorted((REPO / package).rglob("*.py")):
             targets = {module_file(name) for name in imports_of(path)}
             edges[rel(path)] = {rel(t) for t in targets if t.name != "__init__.py" or t.read_text().strip()}
     return edges

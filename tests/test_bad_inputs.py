@@ -102,9 +102,9 @@ BAD = [
     (
         "scorer-does-not-import",
         "flows.sample",
-        {"sample": {"gold_scorer": "tasks.gold:no_such_scorer"}},
+        {"sample": {"gold_scorer": "tasks.label.gold:no_such_scorer"}},
         None,
-        "params.yaml: sample.gold_scorer: cannot import 'tasks.gold:no_such_scorer'",
+        "params.yaml: sample.gold_scorer: cannot import 'tasks.label.gold:no_such_scorer'",
     ),
     (
         "malformed-jsonl",

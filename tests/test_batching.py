@@ -2,13 +2,13 @@
 
 import pytest
 
-from tasks.base_model import tiny_tokenizer
-from tasks.batching import collate, encode_example
+from tasks.lm.base_model import tiny_tokenizer
+from tasks.lm.batching import collate, encode_example
 from tasks.losses import IGNORE
 
 
 def test_micro_batches_of_n_processes_are_the_single_process_slices():
-    from tasks.train import my_micro_batches
+    from tasks.train.loop import my_micro_batches
 
     batch = list(range(8))
     assert my_micro_batches(batch, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # 1 process, grad_accum 2
@@ -49,8 +49,8 @@ CHAT = [{"role": "user", "content": "The film"}]
 
 
 def test_conversational_prompts_without_a_chat_template_are_refused_in_one_line(tok):
-    from tasks.batching import render_prompt, require_chat_template
-    from tasks.common import PipelineError
+    from tasks.lm.batching import render_prompt, require_chat_template
+    from tasks.runtime.errors import PipelineError
 
     assert not tok.chat_template
     require_chat_template(["The film", "A plot"], tok, "prefs.jsonl", "models/sft")  # plain prompts: fine
@@ -69,8 +69,8 @@ def test_base_chat_template_is_given_to_the_saved_tokenizer(tmp_path, monkeypatc
     from transformers import AutoTokenizer
 
     from flows.paths import ROOT
-    from tasks.base_model import build_base
     from tasks.config import BaseConfig
+    from tasks.lm.base_model import build_base
 
     template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
     monkeypatch.chdir(tmp_path)  # a relative .jinja path is read from the working directory (the project root)

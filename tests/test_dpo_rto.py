@@ -19,9 +19,10 @@ def changed_tensors(a, b):
 def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeypatch, run):
     """Count the no-grad forward rows through the SFT model during a DPO run: the reference pass covers
     exactly the completions training reaches (all of them in 2 epochs, a few in 2 steps), once each."""
-    from tasks import config, dpo
-    from tasks.common import read_jsonl
-    from tasks.dpo import train_dpo
+    from tasks import config
+    from tasks.runtime.files import read_jsonl
+    from tasks.train.dpo import train_dpo
+    from tasks.train.loop import dpo
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "labels", PREFECT_API_URL=tiny_pipeline["prefect_api"])

@@ -4,7 +4,7 @@ frontier's points from `dvc exp show` output."""
 import pytest
 import torch
 
-from tasks.evaluate import champion_gate, choose_champion, sequence_kls
+from tasks.eval.evaluate import champion_gate, choose_champion, sequence_kls
 
 
 def test_sequence_kl_hand_computed_and_zero_for_identical_policies():
@@ -94,7 +94,7 @@ def test_the_gate_moves_the_alias_only_on_clear_evidence():
 
 
 def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
-    from tasks.frontier import points
+    from tasks.eval.frontier import points
 
     def node(name, coef, metrics):
         return {
@@ -140,7 +140,7 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
 
 
 def test_welch_interval_matches_hand_computed_values():
-    from tasks.experiments import differences, welch_interval
+    from tasks.eval.dvc_experiments import differences, welch_interval
 
     # a = 1,2,3; b = 4,5,6: s² = 1 each, se = √(1/3 + 1/3) = 0.8165, ν = (2/3)² / (2 · (1/3)² / 2) = 4,
     # t_{0.975,4} = 2.7764: −3 ± 2.2670
@@ -159,7 +159,7 @@ def test_welch_interval_matches_hand_computed_values():
 
 
 def test_seed_runs_take_the_newest_batch_and_aggregate_over_seeds():
-    from tasks.experiments import aggregate, latest_batch, seed_champions, seed_runs
+    from tasks.eval.dvc_experiments import aggregate, latest_batch, seed_champions, seed_runs
 
     def node(name, win):
         m = {"kl": 1.0 + win, "gold_reward": win / 2, "win_rate_gold": win, "rm_score": 0.0}

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tasks.base_model import tiny_tokenizer
 from tasks.config import Generation as SamplingConfig
-from tasks.generation import InverseCDFDraw, batched_logprobs, inverse_cdf_sampler, sample
+from tasks.lm.base_model import tiny_tokenizer
+from tasks.lm.generation import InverseCDFDraw, batched_logprobs, inverse_cdf_sampler, sample
 
 TEXTS = [
     "the movie was great and the acting was superb",
@@ -173,8 +173,8 @@ def test_sequence_rewards_last_token_and_mean_pooling_ignore_padding():
     """r(x, y) = head(h_last) or mean_t head(h_t) over response tokens: equal to one unpadded sequence's."""
     from transformers import LlamaForSequenceClassification
 
-    from tasks.generation import pack
-    from tasks.reward import sequence_rewards, token_scalars
+    from tasks.lm.generation import pack
+    from tasks.train.reward_model import sequence_rewards, token_scalars
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -206,9 +206,9 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     import itertools
 
     from tasks.config import DPOConfig
-    from tasks.dpo import collate_dpo, dpo_step
-    from tasks.generation import pack, response_logprobs
+    from tasks.lm.generation import pack, response_logprobs
     from tasks.losses import dpo_loss
+    from tasks.train.dpo import collate_dpo, dpo_step
 
     model, tok = lm
     samples = sample(model, tok, PROMPTS, 4, SamplingConfig(max_new_tokens=10, batch_size=12), seed=3)
@@ -246,7 +246,7 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
 @pytest.fixture(scope="module")
 def peaked_lm():
     """A tiny random Llama with larger weights, so its next-token distributions are far from uniform."""
-    from tasks.models import fp32_heads
+    from tasks.lm.models import fp32_heads
 
     model, tok = tiny_llama(64, initializer_range=0.2)
     return fp32_heads(model), tok
@@ -254,7 +254,7 @@ def peaked_lm():
 
 def mean_token_kl(model, other, packed) -> float:
     """Mean over response tokens of KL(model's next-token distribution || other's)."""
-    from tasks.generation import response_logits
+    from tasks.lm.generation import response_logits
 
     with torch.no_grad():
         lp = response_logits(model, packed).float().log_softmax(-1)
@@ -267,8 +267,8 @@ def mean_token_kl(model, other, packed) -> float:
 def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
     """The rollout copy's next-token distributions on a fixed batch are within `bound` nats/token of the
     fp32 policy's; a different model of the same shape is far outside it (so the bound can fail)."""
-    from tasks.generation import pack, response_logits
-    from tasks.models import fp32_heads, sampling_copy
+    from tasks.lm.generation import pack, response_logits
+    from tasks.lm.models import fp32_heads, sampling_copy
 
     model, tok = peaked_lm
     ids = [tok(t)["input_ids"] for t in TEXTS[:6]]
@@ -287,7 +287,7 @@ def test_sampling_copy_stays_close_to_the_policy(peaked_lm, precision, bound):
 
 
 def test_int8_per_channel_matches_hand_computed_values():
-    from tasks.models import int8_per_channel
+    from tasks.lm.models import int8_per_channel
 
     w = torch.tensor([[0.5, -1.27, 0.01], [2.54, 0.0, -0.3]])
     q, scale = int8_per_channel(w)
@@ -298,7 +298,7 @@ def test_int8_per_channel_matches_hand_computed_values():
 
 @pytest.mark.parametrize("width", [64, 40])  # the CPU int8 kernel (multiple of 16) and the dequantized path
 def test_int8_linear_computes_the_dequantized_product(width):
-    from tasks.models import Int8WeightLinear, int8_per_channel
+    from tasks.lm.models import Int8WeightLinear, int8_per_channel
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(width, 24)
@@ -313,7 +313,7 @@ def test_int8_linear_computes_the_dequantized_product(width):
 def test_a_sampling_copy_of_a_lora_policy_leaves_its_adapters_in_place(lm):
     from peft import LoraConfig, get_peft_model
 
-    from tasks.models import sampling_copy
+    from tasks.lm.models import sampling_copy
 
     model, _ = tiny_llama(32)
     policy = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))

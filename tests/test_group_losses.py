@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tasks import config, losses
-from tasks.common import PipelineError
-from tasks.rewards import combined, function_scores, reward_parts
+from tasks.rl.reward_spec import combined, function_scores, reward_parts
+from tasks.runtime.errors import PipelineError
 from tests.conftest import REPO
 
 
@@ -63,13 +63,16 @@ def _two_args(prompt, response):
 
 
 def test_reward_terms_and_weighted_sum():
-    spec = {"rm": 1.0, "tests.test_group_losses:_two_args": 0.5, "tasks.gold:shorter": 2.0}
-    functions = {"tests.test_group_losses:_two_args": _two_args, "tasks.gold:shorter": lambda text: -len(text.split())}
+    spec = {"rm": 1.0, "tests.test_group_losses:_two_args": 0.5, "tasks.label.gold:shorter": 2.0}
+    functions = {
+        "tests.test_group_losses:_two_args": _two_args,
+        "tasks.label.gold:shorter": lambda text: -len(text.split()),
+    }
     raw = torch.tensor([1.0, -1.0])
     parts = reward_parts(spec, raw, {"gain": 2.0, "bias": 0.5}, functions, ["a b", "c"], ["xy", "zzz w"])
     assert parts["rm"].tolist() == [2.5, -1.5]  # gain · raw + bias
     assert parts["tests.test_group_losses:_two_args"].tolist() == [2.0, 5.0]  # f(prompt, response)
-    assert parts["tasks.gold:shorter"].tolist() == [-2.0, -2.0]  # f(prompt + response): "a bxy", "czzz w"
+    assert parts["tasks.label.gold:shorter"].tolist() == [-2.0, -2.0]  # f(prompt + response): "a bxy", "czzz w"
     assert combined(spec, parts).tolist() == pytest.approx([2.5 + 1.0 - 4.0, -1.5 + 2.5 - 4.0])
 
 
@@ -97,12 +100,12 @@ def test_a_bad_reward_function_is_one_line_naming_it_and_the_sample(fn, says):
 
 def test_reward_spec_forms_and_inheritance():
     params = config.read_params(REPO / "params.yaml")
-    patched = config.deep_merge(params, {"ppo": {"reward": {"rm": 1.0, "tasks.gold:shorter": 0.5}}})
-    patched["grpo"]["reward"] = "tasks.gold:vader"
-    assert config.load("ppo", patched).reward == {"rm": 1.0, "tasks.gold:shorter": 0.5}
-    assert config.load("grpo", patched).reward == {"tasks.gold:vader": 1.0}  # replaced, not merged into ppo's
+    patched = config.deep_merge(params, {"ppo": {"reward": {"rm": 1.0, "tasks.label.gold:shorter": 0.5}}})
+    patched["grpo"]["reward"] = "tasks.label.gold:vader"
+    assert config.load("ppo", patched).reward == {"rm": 1.0, "tasks.label.gold:shorter": 0.5}
+    assert config.load("grpo", patched).reward == {"tasks.label.gold:vader": 1.0}  # replaced, not merged into ppo's
     patched["rloo"].pop("reward")
-    assert config.load("rloo", patched).reward == {"rm": 1.0, "tasks.gold:shorter": 0.5}  # inherited whole
+    assert config.load("rloo", patched).reward == {"rm": 1.0, "tasks.label.gold:shorter": 0.5}  # inherited whole
     assert config.load("grpo", patched).kl.estimator == "k3" and not hasattr(config.load("grpo", patched), "vf_coef")
     for bad, says in (
         ({"rloo": {"reward": "shorter"}}, "params.yaml: rloo.reward: 'shorter' is neither 'rm' nor 'module:function'"),
@@ -117,7 +120,7 @@ def test_reward_spec_forms_and_inheritance():
 
 
 def test_each_process_samples_whole_groups():
-    from tasks.launch import check_divisible
+    from flows.launch import check_divisible
 
     params = config.read_params(REPO / "params.yaml")
     grpo = config.load("grpo", params)  # 32 responses = 8 prompts x 4

@@ -60,7 +60,7 @@ def test_grpo_and_rloo_stages_train_without_a_critic(tiny_pipeline):
 )
 def test_the_other_kl_placement_runs(tiny_pipeline, stage, patch):
     from tasks import config
-    from tasks.grpo import train_group
+    from tasks.rl.group import train_group
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
@@ -78,14 +78,14 @@ def test_the_other_kl_placement_runs(tiny_pipeline, stage, patch):
 def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pipeline, tmp_path):
     """No RM trained (models/rm records 'skipped'): PPO's critic is SFT with a fresh head, the reward a function."""
     from tasks import config
-    from tasks.ppo import train_ppo
+    from tasks.rl.ppo import train_ppo
 
     root = tiny_pipeline["root"]
     skipped_rm = tmp_path / "rm"
     skipped_rm.mkdir()
     (skipped_rm / "SKIPPED").write_text("rm: no stage optimizes it\n")
     params = config.read_params(root / "params.yaml")
-    update = {"reward": {"tasks.gold:shorter": 1.0}, "iterations": 1, "ptx_coef": 0.0}
+    update = {"reward": {"tasks.label.gold:shorter": 1.0}, "iterations": 1, "ptx_coef": 0.0}
     cfg = config.load("ppo", params).model_copy(update=update)
     prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
     pol, history = train_ppo(cfg, prompts, [], root / "models/sft", skipped_rm, "cpu", torch.float32)
@@ -94,10 +94,10 @@ def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pi
 
 
 def mean_rule_reward(model_dir, tok, prompts, gen) -> float:
-    """tasks.gold:shorter on 2 seeded samples of each prompt: the same draws for every model."""
-    from tasks.generation import sample
-    from tasks.gold import scored_text, shorter
-    from tasks.models import load_lm
+    """tasks.label.gold:shorter on 2 seeded samples of each prompt: the same draws for every model."""
+    from tasks.label.gold import scored_text, shorter
+    from tasks.lm.generation import sample
+    from tasks.lm.models import load_lm
 
     model, _ = load_lm(model_dir)
     samples = sample(model, tok, prompts, 2, gen, 7, "cpu", torch.float32, 64)
@@ -105,17 +105,17 @@ def mean_rule_reward(model_dir, tok, prompts, gen) -> float:
 
 
 def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
-    """GRPO on `tasks.gold:shorter` (minus the word count): the policy's responses to held-out prompts get
+    """GRPO on `tasks.label.gold:shorter` (minus the word count): the policy's responses to held-out prompts get
     shorter than SFT's on the same draws; no stage uses the RM, so the rm stage records 'skipped' and eval
     reports without RM numbers."""
     from tasks import config
-    from tasks.models import load_lm
+    from tasks.lm.models import load_lm
 
     root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
     kl = {"estimator": "k3", "coef": 0.01, "adaptive": False, "target": 5.0, "horizon": 10000}
     patch = {
         "pipeline": {"algorithms": ["grpo"]},
-        "grpo": {"reward": "tasks.gold:shorter", "iterations": 6, "ppo_epochs": 4, "kl": kl},
+        "grpo": {"reward": "tasks.label.gold:shorter", "iterations": 6, "ppo_epochs": 4, "kl": kl},
     }
     old = set_params(root, patch)
     try:
@@ -130,7 +130,7 @@ def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
     prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/eval.jsonl")][:64]
     tok = load_lm(root / "models/sft")[1]
     before, after = (mean_rule_reward(root / f"models/{m}", tok, prompts, gen) for m in ("sft", "grpo"))
-    print(f"tasks.gold:shorter on 64 held-out prompts x 2: SFT {before:.3f}, GRPO {after:.3f}")
+    print(f"tasks.label.gold:shorter on 64 held-out prompts x 2: SFT {before:.3f}, GRPO {after:.3f}")
     assert after > before  # 4 seeds of this run in-process: +0.57 to +1.25 words
     grpo = json.loads((root / "metrics/eval/grpo.json").read_text())
     assert "rm_score" not in grpo and "win_rate_rm" not in grpo and "kl" in grpo

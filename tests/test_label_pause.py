@@ -12,9 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from tasks.common import read_jsonl
-from tasks.labeling import groups_from_completions, send_to_people
-from tasks.labelstore import LabelStore
+from tasks.label.export import groups_from_completions, send_to_people
+from tasks.label.store import LabelStore
+from tasks.runtime.files import read_jsonl
 from tests.conftest import free_port, make_project, project_env, run_cmd
 
 pytestmark = pytest.mark.slow

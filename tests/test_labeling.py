@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from tasks.labelstore import LabelStore
+from tasks.label.store import LabelStore
 from tests.conftest import free_port, project_env, start_server
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def groups() -> list[dict]:
 
 def serve(tmp_path, db):
     port = free_port()
-    cmd = [sys.executable, "-m", "flows.label", "--store", f"sqlite:///{db}", "--port", str(port)]
+    cmd = [sys.executable, "-m", "flows.label_page", "--store", f"sqlite:///{db}", "--port", str(port)]
     env = project_env(tmp_path)
     env["PYTHONPATH"] = str(os.getcwd())
     return start_server(cmd, f"http://127.0.0.1:{port}/api/progress", tmp_path, env, timeout=60), port

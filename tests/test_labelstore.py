@@ -1,11 +1,11 @@
-"""The label store (tasks/labelstore.py) on a real SQLite file: rankings to pairs by hand, refusals that write
+"""The label store (tasks/label/store.py) on a real SQLite file: rankings to pairs by hand, refusals that write
 nothing, undo, hand-outs that never give two people the same slot, overlap and agreement."""
 
 import threading
 
 import pytest
 
-from tasks.labelstore import LabelError, LabelStore, gold_agreement, ranking_pairs
+from tasks.label.store import LabelError, LabelStore, gold_agreement, ranking_pairs
 
 
 def groups(n: int, k: int = 4) -> list[dict]:

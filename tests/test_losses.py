@@ -81,7 +81,7 @@ def test_simulated_annotator_probabilities():
 def test_simulated_labeler_follows_the_probabilities():
     from types import SimpleNamespace
 
-    from tasks.labelers import SimulatedLabeler
+    from tasks.label.labelers import SimulatedLabeler
 
     comps = [{"text": t, "ended": True, "gold": g} for t, g in [("a", 1.0), ("b", 0.0), ("c", 0.5), ("d", 0.9)]]
     groups = [{"prompt_id": f"p{i}", "prompt": "x", "completions": comps} for i in range(500)]

@@ -10,7 +10,7 @@ from prefect.utilities.callables import parameter_schema
 from flows.common import read_params
 from flows.pipeline import check_knob, checkout_lock, pipeline
 from tasks import config
-from tasks.common import PipelineError
+from tasks.runtime.errors import PipelineError
 
 
 def test_the_form_shows_params_yaml_values_with_descriptions_and_bounds():

@@ -147,7 +147,7 @@ def test_ptx_loss_is_the_lm_loss_on_every_text_token():
 def test_extreme_rewards_stay_finite():
     from types import SimpleNamespace
 
-    from tasks.policy import RunningMoments, process_scores
+    from tasks.rl.actors import RunningMoments, process_scores
 
     cfg = SimpleNamespace(missing_eos_penalty=-1.0, running_reward_norm=True, reward_clip=5.0)
     raw = torch.tensor([1e30, -1e30, 3.0, float("1e38")])

@@ -100,8 +100,8 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_loaded(tmp_path
     load_state_dict; the same checkpoint loads into the model it was written from (tied weights too)."""
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-    from tasks import checkpoint
-    from tasks.reward import TokenScorer
+    from tasks.runtime import checkpoint
+    from tasks.train.reward_model import TokenScorer
 
     cfg = LlamaConfig(
         vocab_size=100,
@@ -123,7 +123,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_ignored_not_loaded(tmp_path
 
 def test_checkpoints_are_written_only_once_they_pay(tmp_path, monkeypatch):
     """Due at multiples of `every`, and only when `minutes` of training passed since the start or last save."""
-    from tasks import checkpoint
+    from tasks.runtime import checkpoint
 
     clock = [1000.0]
     monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])

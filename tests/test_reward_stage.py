@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from tasks.common import read_jsonl
+from tasks.runtime.files import read_jsonl
 from tests.conftest import run_cmd
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,9 @@ def test_tiny_repro_through_rm(tiny_pipeline):
     from types import SimpleNamespace
 
     from tasks import config
-    from tasks.common import pick_device
-    from tasks.models import load_scalar_model
-    from tasks.reward import build_groups, score_groups
+    from tasks.lm.models import load_scalar_model
+    from tasks.runtime.device import pick_device
+    from tasks.train.reward_model import build_groups, score_groups
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     rm_cfg = SimpleNamespace(**params["rm"])
@@ -80,7 +80,7 @@ def test_dataset_labeler_reads_anthropic_hh_dialogues_as_the_trl_format(tmp_path
     run below trains the RM on the TRL one)."""
     from types import SimpleNamespace
 
-    from tasks.labelers import DatasetLabeler
+    from tasks.label.labelers import DatasetLabeler
 
     for fmt in ("trl", "hh"):
         write_prefs(tmp_path / f"{fmt}.jsonl", n=6, fmt=fmt)
@@ -143,9 +143,9 @@ def test_malformed_preferences_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_
 
 def rm_agreement(rm_dir, pairs, scorer):
     """Share of decided pairs (under `scorer`) that the RM in rm_dir orders like the scorer."""
-    from tasks.generation import pack
-    from tasks.models import load_scalar_model
-    from tasks.reward import load_reward_norm, response_ids, sequence_rewards
+    from tasks.lm.generation import pack
+    from tasks.lm.models import load_scalar_model
+    from tasks.train.reward_model import load_reward_norm, response_ids, sequence_rewards
 
     model, tok = load_scalar_model(rm_dir)
     pooling = load_reward_norm(rm_dir)["pooling"]
@@ -194,7 +194,7 @@ def test_another_gold_scorer_changes_what_the_rm_learns(tiny_pipeline, tmp_path)
 def test_rm_trains_on_peoples_labels_and_reruns_when_they_change(tiny_pipeline):
     """sample.labeler: people -- sample hands the completions to the label store; `dvc repro` stops at labels
     until the target is labeled, then rm trains on exactly the people's pairs, and reruns only when they change."""
-    from tasks.labelstore import LabelStore
+    from tasks.label.store import LabelStore
 
     root, api = tiny_pipeline["root"], tiny_pipeline["prefect_api"]
     params = (root / "params.yaml").read_text()

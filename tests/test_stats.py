@@ -1,12 +1,12 @@
-"""Interval code against cases with known answers (tasks/stats.py), and the head-to-head's pairing."""
+"""Interval code against cases with known answers (tasks/eval/stats.py), and the head-to-head's pairing."""
 
 import math
 
 import numpy as np
 import pytest
 
-from tasks import stats
-from tasks.evaluate import head_to_head
+from tasks.eval import stats
+from tasks.eval.evaluate import head_to_head
 
 
 def test_bootstrap_se_of_a_bernoulli_mean_matches_the_analytic_one():

@@ -2,7 +2,7 @@
 
 import tempfile
 
-from tasks.tracking import staged_in_memory
+from flows.tracking import staged_in_memory
 
 
 def test_the_temporary_copy_goes_to_memory_only_with_room_for_it_twice(tmp_path):

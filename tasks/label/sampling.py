@@ -1,0 +1,73 @@
+"""The `sample` stage's work: K completions per prompt from the SFT model, gold scores, labeled pairs."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from tasks.label.gold import load_scorer, scored_text
+from tasks.label.labelers import make_labeler, prompt_id
+from tasks.lm.generation import sample
+from tasks.lm.models import load_lm
+from tasks.runtime.device import seed_everything
+from tasks.runtime.files import write_jsonl
+
+
+def sample_groups(cfg, prompts: list, sft_dir: Path, device: str, dtype) -> list[dict]:
+    """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the first cfg.max_prompts prompts."""
+    seed_everything(cfg.seed)
+    scorer = load_scorer(cfg.gold_scorer)
+    prompts = prompts[: cfg.max_prompts]
+    model, tok = load_lm(sft_dir, device)
+    samples = sample(
+        model,
+        tok,
+        prompts,
+        cfg.k,
+        cfg.generation,
+        cfg.seed,
+        device,
+        dtype,
+        cfg.max_prompt_len,
+        desc=f"sampling {cfg.k} x {len(prompts)}",
+    )
+    groups = [{"prompt_id": prompt_id(p), "prompt": p, "completions": []} for p in prompts]
+    for s in samples:
+        group = groups[s["prompt_index"]]
+        gold = float(scorer(scored_text(group["prompt"], s["text"])))
+        group["completions"].append(
+            {"text": s["text"], "ended": s["ended"], "n_tokens": len(s["response"]), "gold": gold}
+        )
+    return groups
+
+
+def summarize(groups: list[dict], pairs: list[dict]) -> dict:
+    m = {"n_prompts": len({p["prompt_id"] for p in pairs}), "n_pairs": len(pairs)}
+    comps = [c for g in groups for c in g["completions"]]
+    if comps:
+        golds = [c["gold"] for c in comps]
+        m.update(
+            n_completions=len(comps),
+            gold_mean=statistics.fmean(golds),
+            gold_std=statistics.pstdev(golds),
+            eos_rate=sum(c["ended"] for c in comps) / len(comps),
+            mean_tokens=statistics.fmean(c["n_tokens"] for c in comps),
+        )
+    decided = [p for p in pairs if p.get("gold_chosen") is not None and p["gold_chosen"] != p["gold_rejected"]]
+    if decided:  # how often the (noisy) annotators agree with the noiseless gold order
+        m["label_gold_agreement"] = sum(p["gold_chosen"] > p["gold_rejected"] for p in decided) / len(decided)
+        m["gold_tie_share"] = 1 - len(decided) / len(pairs)
+    return m
+
+
+def run_sample(cfg, prompts: list, sft_dir: Path, out_dir: Path, device: str, dtype, base_dir: Path) -> dict:
+    """Write out_dir/completions.jsonl and out_dir/pairs.jsonl; return summary metrics. Relative paths of a
+    preference dataset are read from base_dir."""
+    out_dir, labeler = Path(out_dir), make_labeler(cfg, base_dir)
+    groups = sample_groups(cfg, prompts, sft_dir, device, dtype) if labeler.needs_samples else []
+    pairs = labeler.label(groups)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    completions = [dict(c, prompt_id=g["prompt_id"], prompt=g["prompt"]) for g in groups for c in g["completions"]]
+    write_jsonl(out_dir / "completions.jsonl", completions)
+    write_jsonl(out_dir / "pairs.jsonl", pairs)
+    return summarize(groups, pairs)
