@@ -63,6 +63,7 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
 
     from tasks.config import DPOConfig
     from tasks.lm.models import load_lm
+    from tasks.runtime.context import SINGLE_PROCESS
     from tasks.train.dpo import add_reference_logprobs, collate_dpo, dpo_step
     from tasks.train.loop import fit
     from tasks.train.reward_model import build_groups
@@ -81,7 +82,7 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     )
     model, tok = load_lm(Path(model_dir))
     groups, _ = build_groups(comparison_pairs(prompts_per_step * (WARMUP + steps)), tok, cfg)
-    add_reference_logprobs(model, groups, tok.pad_token_id, cfg, "cpu", _fp32())
+    add_reference_logprobs(model, groups, tok.pad_token_id, cfg, SINGLE_PROCESS)
     stamps = [time.perf_counter()]
     fit(
         model,
@@ -89,10 +90,8 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
         partial(collate_dpo, pad_id=tok.pad_token_id),
         partial(dpo_step, cfg=cfg),
         cfg,
-        "cpu",
-        _fp32(),
-        on_step=lambda s, row: stamps.append(time.perf_counter()),
-        desc="bench dpo (ours)",
+        SINGLE_PROCESS,
+        hooks={"on_step": lambda s, row: stamps.append(time.perf_counter()), "desc": "bench dpo (ours)"},
     )
     seqs = sum(len(g["responses"]) for g in groups[:prompts_per_step])
     tokens = sum(len(g["query"]) + len(r) for g in groups for r in g["responses"]) / sum(
@@ -149,12 +148,6 @@ def run_trl(model_dir: str, prompts_per_step: int, steps: int) -> dict:
         2 * len(data)
     )
     return _result("trl", stamps[-(steps + WARMUP + 1) :], prompts_per_step * 6, prompts_per_step * 12, tokens)
-
-
-def _fp32():
-    import torch
-
-    return torch.float32
 
 
 def _result(side: str, stamps: list[float], pairs: int, seqs: int, tokens: float) -> dict:

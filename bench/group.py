@@ -3,7 +3,7 @@
     python -m bench.group train <out dir> <algo> <seed> <iterations>   # one training, timed -> <out dir>/<run>/
     python -m bench.group eval <out dir> <result.json>                 # every saved policy vs SFT, aggregated
 
-`train` runs the stage's own code (tasks/rl/ppo.py, tasks/rl/group.py) with params.yaml's section for the algorithm,
+`train` runs the stage's own code (tasks/rl/ppo.py) with params.yaml's section for the algorithm,
 its seed and iteration count replaced, in the stage's precision; it saves the policy and `timing.json`
 (seconds of the whole training, loading included, and of each iteration). `eval` runs the eval stage's code
 (tasks/eval/evaluate.py, the `eval` section: same prompts, samples and seed for every policy; SFT samples once)
@@ -22,21 +22,16 @@ from pathlib import Path
 def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
     from flows.online import train_online
     from tasks import config
-    from tasks.rl.group import train_group
     from tasks.rl.ppo import train_ppo
-    from tasks.runtime.context import SINGLE_PROCESS
-    from tasks.runtime.device import pick_device
+    from tasks.runtime.device import run_context
 
     params = config.read_params(Path("params.yaml"))
-    device, dtype = pick_device(config.load("compute", params), stage=algo)
+    ctx = run_context(config.load("compute", params), algo)
     cfg = config.load(algo, params).model_copy(update={"seed": seed, "iterations": iterations})
     run_dir = out_dir / f"{algo}-i{iterations}-s{seed}"
     stamps = []
     t0 = time.perf_counter()
-    fit = train_ppo if algo == "ppo" else train_group
-    out = train_online(
-        fit, algo, cfg, run_dir, SINGLE_PROCESS, device, dtype, lambda i, row: stamps.append(time.perf_counter())
-    )
+    out = train_online(train_ppo, algo, cfg, run_dir, ctx, lambda i, row: stamps.append(time.perf_counter()))
     seconds = time.perf_counter() - t0  # the save included, as in the stage
     timing = {
         "algo": algo,
@@ -44,8 +39,8 @@ def train(out_dir: Path, algo: str, seed: int, iterations: int) -> dict:
         "iterations": iterations,
         "train_s": seconds,
         "iteration_s": [b - a for a, b in zip(stamps, stamps[1:])],
-        "dtype": str(dtype),
-        "history": out["history"],
+        "dtype": str(ctx.dtype),
+        "history": out.history,
     }
     (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
     print(json.dumps({k: v for k, v in timing.items() if k != "history"}))

@@ -35,7 +35,6 @@ def sft_items(tok, n: int) -> list[dict]:
 def loop(model_dir: str, steps: int, on_step=None) -> float:
     """The SFT stage's work, bare: load the model, encode the data, run its training loop (tasks.train.loop.fit
     with the SFT loss). Timed whole, like the flow below, so the two differ only by what wraps the work."""
-    import torch
 
     from tasks.config import SFTConfig
     from tasks.lm.batching import collate
@@ -53,10 +52,7 @@ def loop(model_dir: str, steps: int, on_step=None) -> float:
         partial(collate, pad_id=tok.pad_token_id),
         lm_loss,
         cfg,
-        "cpu",
-        torch.float32,
-        on_step=on_step,
-        desc="bench sft",
+        hooks={"on_step": on_step, "desc": "bench sft"},
     )
     return time.perf_counter() - t0
 

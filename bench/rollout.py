@@ -66,7 +66,7 @@ def ours(model, tok, prompts: list[str], batch: int) -> int:
     from tasks.lm.generation import sample
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=batch)
-    return sum(len(r["response"]) for r in sample(model, tok, prompts, 1, cfg, seed=0, desc="bench rollout"))
+    return sum(len(r["response"]) for r in sample(model, tok, prompts, 1, cfg, seed=0))
 
 
 def profile(model, tok, prompts: list[str]) -> dict:
@@ -101,7 +101,7 @@ def copy_kl(model, copy, tok, prompts: list[str]) -> float:
     from tasks.lm.generation import pack, response_logits, sample
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=16)
-    s = sample(model, tok, prompts, 1, cfg, seed=1, desc="kl batch")
+    s = sample(model, tok, prompts, 1, cfg, seed=1)
     packed = pack([r["query"] for r in s], [r["response"] for r in s], tok.pad_token_id)
     with torch.no_grad():
         lp = response_logits(model, packed).float().log_softmax(-1)

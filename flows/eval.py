@@ -19,7 +19,7 @@ from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.evaluate import champion_gate, evaluate_policies
 from tasks.eval.report import eval_figure, eval_table, head_to_head_table
-from tasks.runtime.device import pick_device
+from tasks.runtime.device import run_context
 
 POLICIES = config.POLICY_STAGES
 
@@ -37,7 +37,7 @@ def run_info(name: str) -> dict:
 @task(name="evaluate-policies")
 def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
-    device, dtype = pick_device(config.load("compute", params), stage="eval")
+    ctx = run_context(config.load("compute", params), "eval")
     cfg = config.load("eval", params)
     return evaluate_policies(
         policy_dirs,
@@ -47,8 +47,7 @@ def evaluate(policy_dirs: dict) -> dict:
         config.load("sample", params).gold_scorer,
         prompts(cfg.split),
         texts("pretrain"),
-        device,
-        dtype,
+        ctx,
     )
 
 

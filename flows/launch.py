@@ -3,13 +3,13 @@
 file in compute.accelerate_config). Only flows import this module.
 
 A stage flow calls `run(stage, train_fn, cfg, out_dir, compute, on_step)`, where
-`train_fn(cfg, out_dir, ctx, device, dtype, on_step) -> dict` (a module-level function of the flow) does the
+`train_fn(cfg, out_dir, ctx, on_step) -> TrainResult` (a module-level function of the flow) does the
 work. With one process it is called here. With N, the stage's Prefect flow stays one process: this module
 writes the job (the function's import name, the config, the output dir) to a file and launches N processes of
 
     python -m flows.launch <job.json> <result.json>
 
-each of which builds its DistContext, takes its slice of every global batch (the same batches as one process
+each of which builds its RunContext, takes its slice of every global batch (the same batches as one process
 with grad_accum x N micro-batches, so the loss curve matches a single-process run) and calls train_fn; rank 0
 alone writes the model, the result file read back here, and the per-step metrics into the stage's MLflow run.
 """
@@ -25,13 +25,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from flows.tracking import metric_prefix
 from tasks import config
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
-from tasks.runtime.device import pick_device
+from tasks.runtime.context import RunContext
+from tasks.runtime.device import pick_device, run_context
 from tasks.runtime.errors import PipelineError, die_cleanly
+from tasks.runtime.result import TrainResult
 
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `python -m flows.launch` finds the project's packages
 
@@ -65,15 +67,14 @@ def function_name(fn: Callable) -> str:
     return f"{module}:{fn.__qualname__}"
 
 
-def run(stage: str, train_fn: Callable, cfg, out_dir, compute, on_step: Callable | None = None) -> dict:
+def run(stage: str, train_fn: Callable, cfg, out_dir, compute, on_step: Callable | None = None) -> TrainResult:
     """Train `stage` into out_dir: in this process, or in compute.num_processes launched ones."""
     if compute.num_processes == 1:
-        device, dtype = pick_device(compute, stage=stage)
-        return train_fn(cfg, out_dir, SINGLE_PROCESS, device, dtype, on_step)
+        return train_fn(cfg, out_dir, run_context(compute, stage), on_step)
     return launch(stage, train_fn, cfg, out_dir, compute)
 
 
-def launch(stage: str, train_fn: Callable, cfg, out_dir, compute) -> dict:
+def launch(stage: str, train_fn: Callable, cfg, out_dir, compute) -> TrainResult:
     check_divisible(stage, cfg, compute.num_processes)
     job = {
         "stage": stage,
@@ -121,7 +122,7 @@ def launch(stage: str, train_fn: Callable, cfg, out_dir, compute) -> dict:
                 f"{stage}: the {compute.num_processes} training processes failed "
                 f"(exit code {proc.returncode}; their output is above)"
             )
-        return json.loads(result_file.read_text())
+        return TrainResult(**json.loads(result_file.read_text()))
 
 
 def mlflow_step_logger(stage: str) -> Callable | None:
@@ -158,15 +159,14 @@ def main() -> None:
     module, name = job["function"].split(":")
     train_fn = getattr(importlib.import_module(module), name)
     accelerator = Accelerator(cpu=compute.device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
-    ctx = DistContext(accelerator)
     _, dtype = pick_device(compute, stage=job["stage"])  # our own autocast, as in a single process
-    device = str(accelerator.device)  # this rank's device (cuda:<local rank> on GPUs)
-    if device.startswith("cuda"):
+    ctx = RunContext(accelerator, str(accelerator.device), dtype)  # this rank's device (cuda:<local rank> on GPUs)
+    if ctx.device.startswith("cuda"):
         torch.cuda.set_device(accelerator.device)
     on_step = mlflow_step_logger(job["stage"]) if ctx.is_main else None
-    out = train_fn(cfg, job["out_dir"], ctx, device, dtype, on_step)
+    out = train_fn(cfg, job["out_dir"], ctx, on_step)
     if ctx.is_main:
-        Path(result_file).write_text(json.dumps(out, default=float))
+        Path(result_file).write_text(json.dumps(asdict(out), default=float))
     ctx.barrier()
     accelerator.end_training()
 

@@ -6,31 +6,19 @@ from flows.paths import MODELS
 from flows.stages import checkpoint_dir, prompts, texts
 from tasks import config
 from tasks.label.gold import load_scorer
-from tasks.rl.actors import save_policy
+from tasks.rl.ppo import OnlineInputs
 from tasks.rl.reward_spec import load_functions, needs_rm
 from tasks.runtime.errors import PipelineError
+from tasks.runtime.result import TrainResult
 
 
-def train_online(fit, stage: str, cfg, out_dir, ctx, device, dtype, on_step, **extra) -> dict:
-    """One training process of an online stage: fit(cfg, policy prompts, pretraining texts, SFT dir, RM dir,
-    device, dtype, ctx, ...) from tasks/, its checkpoints in .checkpoints/<stage>, the policy -> out_dir."""
+def train_online(fit, stage: str, cfg, out_dir, ctx, on_step, **extra) -> TrainResult:
+    """One training process of an online stage: fit(cfg, OnlineInputs, out_dir, ctx, ...) from tasks/rl, its
+    checkpoints in .checkpoints/<stage>, the policy -> out_dir."""
     gold = load_scorer(config.load("sample", read_params()).gold_scorer)
-    pol, history = fit(
-        cfg,
-        prompts("policy"),
-        texts("pretrain"),
-        MODELS / "sft",
-        MODELS / "rm",
-        device,
-        dtype,
-        ctx,
-        gold_scorer=gold,
-        on_iter=on_step,
-        stage=stage,
-        checkpoint_dir=checkpoint_dir(stage),
-        **extra,
-    )
-    return save_policy(pol, history, cfg, out_dir, ctx)
+    inputs = OnlineInputs(prompts("policy"), texts("pretrain"), MODELS / "sft", MODELS / "rm")
+    hooks = {"on_iter": on_step, "checkpoint_dir": checkpoint_dir(stage)}
+    return fit(cfg, inputs, out_dir, ctx, stage=stage, gold_scorer=gold, hooks=hooks, **extra)
 
 
 def reward_label(spec: dict[str, float]) -> str:

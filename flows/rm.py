@@ -9,6 +9,7 @@ from flows.paths import COMPARISONS, MODELS, PAIRS
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
 from tasks.runtime.files import atomic_path, read_jsonl
+from tasks.runtime.result import TrainResult
 from tasks.train.reward_model import train_rm
 
 
@@ -18,9 +19,9 @@ def rm_users(params: dict) -> list[str]:
     return [s for s in config.ONLINE_STAGES if s in algorithms and config.RM_REWARD in config.load(s, params).reward]
 
 
-def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+def train(cfg, out_dir, ctx, on_step) -> TrainResult:
     """The training itself (one of the training processes): SFT model + labeled pairs -> out_dir."""
-    return train_rm(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, device, dtype, ctx, on_step, checkpoint_dir("rm"))
+    return train_rm(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, ctx, on_step, checkpoint_dir("rm"))
 
 
 def log_label_report() -> None:
@@ -36,7 +37,7 @@ def log_label_report() -> None:
 
 
 @task(name="train-and-normalize")
-def train_task(out_dir: str) -> dict:
+def train_task(out_dir: str) -> TrainResult:
     return train_in_processes("rm", train, out_dir, step_logger("rm"))
 
 
@@ -48,9 +49,9 @@ def rm_flow() -> dict:
     with stage_run("rm", read_params()), atomic_path(MODELS / "rm") as staging:
         log_label_report()
         out = train_task(str(staging))
-        metrics = out["metrics"]
+        metrics = out.metrics
         register("rm", str(staging), "reward", metrics)
-        finish("rm", metrics, out["history"])
+        finish("rm", metrics, out.history)
     print(f"rm: {metrics}")
     return metrics
 

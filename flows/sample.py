@@ -13,15 +13,15 @@ from tasks.label.labelers import make_labeler
 from tasks.label.sampling import run_sample
 from tasks.label.store import LabelStore
 from tasks.lm.batching import require_chat_template
-from tasks.runtime.device import pick_device
+from tasks.runtime.device import run_context
 from tasks.runtime.files import atomic_path, read_jsonl
 
 
 @task(name="sample-score-label", retries=1, retry_delay_seconds=5, retry_condition_fn=no_retry_on_user_error)
 def sample_and_label(out_dir: str) -> dict:
     params = read_params()
-    cfg, (device, dtype) = config.load("sample", params), pick_device(config.load("compute", params), stage="sample")
-    metrics = run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, device, dtype, ROOT)
+    cfg, ctx = config.load("sample", params), run_context(config.load("compute", params), "sample")
+    metrics = run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, ctx, ROOT)
     if cfg.labeler == "people":  # written last: a failed sampling adds no tasks
         labels = config.load("labels", params)
         groups = groups_from_completions(read_jsonl(f"{out_dir}/completions.jsonl"))

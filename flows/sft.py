@@ -8,28 +8,28 @@ from flows.stages import check_batches_split, checkpoint_dir, register, train_in
 from tasks import config
 from tasks.data.splits import load_split
 from tasks.lm.batching import require_chat_template
-from tasks.runtime.device import pick_device
+from tasks.runtime.device import run_context
 from tasks.runtime.files import atomic_path
+from tasks.runtime.result import TrainResult
 from tasks.train.sft import heldout_loss, train_sft
 
 
-def train(cfg, out_dir, ctx, device, dtype, on_step) -> dict:
+def train(cfg, out_dir, ctx, on_step) -> TrainResult:
     """The training itself (one of the training processes): base model + demonstrations -> out_dir."""
     demos = load_split(PREPARED, "sft")
-    history = train_sft(cfg, MODELS / "base", demos, out_dir, device, dtype, ctx, on_step, checkpoint_dir("sft"))
-    return {"history": history}
+    return train_sft(cfg, MODELS / "base", demos, out_dir, ctx, on_step, checkpoint_dir("sft"))
 
 
 @task(name="held-out loss")
 def evaluate(model_dir: str) -> float:
     params = read_params()
-    device, dtype = pick_device(config.load("compute", params), stage="sft")
-    return heldout_loss(model_dir, load_split(PREPARED, "sft_val"), config.load("sft", params), device, dtype)
+    ctx = run_context(config.load("compute", params), "sft")
+    return heldout_loss(model_dir, load_split(PREPARED, "sft_val"), config.load("sft", params), ctx)
 
 
 @task(name="train")
 def train_task(out_dir: str) -> list[dict]:
-    return train_in_processes("sft", train, out_dir, step_logger("sft"))["history"]
+    return train_in_processes("sft", train, out_dir, step_logger("sft")).history
 
 
 @flow(name="sft", log_prints=True)

@@ -114,7 +114,7 @@ def checkpoint_dir(stage: str):
     return CHECKPOINTS / stage
 
 
-def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
+def policy_stage(stage: str, train_task, log_params: dict) -> dict:
     """What every policy stage does around its training: MLflow run, atomic output, registration as a
     version of '<prefix>-policy' tagged with the algorithm, metrics files. Held-out evaluation against
     SFT is the eval stage's job (SFT samples once for every policy there)."""
@@ -124,10 +124,11 @@ def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
     trk = config.load("tracking", params)
     with stage_run(stage, params) as run:
         mlflow.log_params(log_params)
+        tags = {k: v for k, v in log_params.items() if k in ("algorithm", "kl_coef", "variant", "reward")}
         mlflow.set_tags(tags)
         with atomic_path(MODELS / stage) as staging:
             out = train_task(str(staging))
-            metrics = out["metrics"]
+            metrics = out.metrics
             version = register(stage, str(staging), "lm", metrics, tags=tags, name="policy")
             registered = f"{trk.registered_prefix}-policy" if version else None
             run_file = {
@@ -138,6 +139,6 @@ def policy_stage(stage: str, train_task, tags: dict, log_params: dict) -> dict:
                 **log_params,
             }
             (staging / RUN_FILE).write_text(json.dumps(run_file))
-            finish(stage, metrics, out["history"])
+            finish(stage, metrics, out.history)
     print(f"{stage}: {metrics}")
     return metrics

@@ -14,6 +14,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from tasks.runtime.errors import PipelineError
 
@@ -31,6 +33,19 @@ def _no_nan(v):
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError("must be a finite number")
     return v
+
+
+def redefault(section: type[BaseModel], name: str, value=None, factory=None) -> FieldInfo:
+    """A field of `section` with another default (value, or factory for mutable ones): its type's bounds and its
+    description stay as declared there, so a section that only changes a default restates only the default."""
+    info = section.model_fields[name]
+    if factory is not None:
+        new = FieldInfo.merge_field_infos(info, default_factory=factory)
+        new.default = PydanticUndefined
+    else:
+        new = FieldInfo.merge_field_infos(info, default=value)
+        new.default_factory = None
+    return new
 
 
 def _distinct(v):
@@ -280,7 +295,25 @@ class PolicyOptConfig(Section):
         description="what the policy maximizes: 'rm' (the trained reward model, normalized), 'module:function' "
         "(Python: (prompt, response) -> float, or text -> float), or {name: weight, ...} summed",
     )
-    ptx_coef: float = Field(0.2, ge=0, description="gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
+    advantage: Literal["gae", "grpo", "rloo"] = Field(
+        "gae",
+        description="advantage estimator (tasks/losses.py): gae (with a critic: PPO), grpo ((r - mean) / std of "
+        "the group), rloo (r minus the mean of the group's others)",
+    )
+    group_size: int = Field(1, ge=1, description="K: responses sampled per prompt (rollout_batch_size / K prompts)")
+    kl_in: Literal["loss", "reward"] = Field(
+        "reward",
+        description="the KL to SFT subtracted from the reward before the advantages (PPO, RLOO: k1) or as a loss "
+        "term on the current policy (GRPO: k3)",
+    )
+    whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
+    scale_rewards: bool = Field(True, description="grpo: divide by the group's std (false: Dr. GRPO, unbiased)")
+    value_lr: float = Field(6e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    value_clip: float = Field(0.2, gt=0, description="value clip epsilon")
+    vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
+    ptx_coef: float = Field(0.2, ge=0, description="PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
     ptx_batch_size: int = Field(4, ge=1, description="pretraining texts per update")
     ptx_max_length: int = Field(64, ge=8, description="tokens per pretraining text")
     reward_clip: float = Field(5.0, ge=0, description="clip the score to +-this (PPO-max; 0: off)")
@@ -296,37 +329,14 @@ class PolicyOptConfig(Section):
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA policy (reference = adapter off)")
 
-    _f = field_validator("lr", "ptx_coef", mode="before")(_no_nan)
+    _f = field_validator("lr", "ptx_coef", "value_lr", mode="before")(_no_nan)
     _r = field_validator("reward", mode="before")(_reward_spec)
     _n = field_validator("reward")(_reward_names)
 
-
-class PPOConfig(PolicyOptConfig):
-    """PPO / PPO-ptx: a critic (initialised from the RM) and GAE."""
-
-    value_lr: float = Field(6e-5, gt=0, lt=1, description="critic learning rate (AdamW)")
-    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    value_clip: float = Field(0.2, gt=0, description="value clip epsilon")
-    vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
-    whiten_advantages: bool = Field(True, description="normalize advantages over the batch")
-
-    _v = field_validator("value_lr", mode="before")(_no_nan)
-
-
-class GroupConfig(PolicyOptConfig):
-    """Critic-free: group_size responses per prompt, each one's advantage from its group's rewards."""
-
-    group_size: int = Field(4, ge=2, description="K: responses sampled per prompt (rollout_batch_size / K prompts)")
-    kl_in: Literal["loss", "reward"] = Field(
-        "reward",
-        description="the KL to SFT as a loss term on the current policy (GRPO: k3) or subtracted from the "
-        "reward before the baseline (RLOO, PPO: k1)",
-    )
-    ptx_coef: float = Field(0.0, ge=0, description="pretraining LM loss weight (GRPO and RLOO use none)")
-
     @model_validator(mode="after")
     def _whole_groups(self):
+        if self.advantage != "gae" and self.group_size < 2:
+            raise ValueError(f"advantage {self.advantage} compares a prompt's responses: group_size must be >= 2")
         if self.rollout_batch_size % self.group_size:
             raise ValueError(
                 f"rollout_batch_size={self.rollout_batch_size} must be a multiple of group_size={self.group_size}"
@@ -334,20 +344,28 @@ class GroupConfig(PolicyOptConfig):
         return self
 
 
+class PPOConfig(PolicyOptConfig):
+    """PPO / PPO-ptx: a critic (initialised from the RM) and GAE."""
+
+
+class GroupConfig(PolicyOptConfig):
+    """Critic-free: group_size responses per prompt, each one's advantage from its group's rewards."""
+
+    advantage: Literal["gae", "grpo", "rloo"] = redefault(PolicyOptConfig, "advantage", "rloo")
+    group_size: int = Field(4, ge=2, description="K: responses sampled per prompt (rollout_batch_size / K prompts)")
+    whiten_advantages: bool = redefault(PolicyOptConfig, "whiten_advantages", False)
+    ptx_coef: float = redefault(PolicyOptConfig, "ptx_coef", 0.0)
+
+
 class GRPOConfig(GroupConfig):
     """GRPO (Shao et al. 2024): advantage (r - mean) / std over the group; Dr. GRPO with scale_rewards false."""
 
-    scale_rewards: bool = Field(True, description="divide by the group's std (false: Dr. GRPO, unbiased)")
-    kl_in: Literal["loss", "reward"] = Field(
-        "loss", description="the KL to SFT as a loss term (GRPO: k3) or subtracted from the reward (k1)"
-    )
-    kl: KLConfig = Field(
-        default_factory=lambda: KLConfig(estimator="k3", coef=0.04, adaptive=False),
-        description="KL to SFT (DeepSeekMath: k3, beta 0.04, fixed)",
-    )
-    loss_aggregation: Literal["token", "sequence"] = Field(
-        "sequence", description="token: every response token weighs the same; sequence: every response does (GRPO)"
-    )
+    advantage: Literal["gae", "grpo", "rloo"] = redefault(PolicyOptConfig, "advantage", "grpo")
+    kl_in: Literal["loss", "reward"] = redefault(PolicyOptConfig, "kl_in", "loss")
+    kl: KLConfig = redefault(
+        PolicyOptConfig, "kl", factory=lambda: KLConfig(estimator="k3", coef=0.04, adaptive=False)
+    )  # DeepSeekMath: k3, beta 0.04, fixed
+    loss_aggregation: Literal["token", "sequence"] = redefault(PolicyOptConfig, "loss_aggregation", "sequence")
 
 
 class RLOOConfig(GroupConfig):

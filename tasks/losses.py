@@ -6,6 +6,9 @@ Labels use -100 for positions that carry no loss (prompt tokens, padding), as in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -223,6 +226,49 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return (groups - others).reshape(-1)
 
 
+# ---------------------------------------------------------------- advantage estimators (verl's core_algos registry)
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """estimate(rewards, values, mask, cfg) -> (advantages, returns): rewards, mask (B, L) per-token rewards
+    (the score at the last response token, minus β·KL_t when the KL is in the reward); values (B, L) the
+    critic's, None without one; returns (B, L) the critic's targets, None without one. cfg: the stage's
+    section (gamma, lam, group_size, scale_rewards, ...). critic: whether the estimator needs a value model."""
+
+    estimate: Callable
+    critic: bool
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage(name: str, critic: bool = False):
+    """Make an estimator selectable as `<section>.advantage: name` (add the name to the config's Literal too)."""
+
+    def register(fn: Callable) -> Callable:
+        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(fn, critic)
+        return fn
+
+    return register
+
+
+@register_advantage("gae", critic=True)
+def gae_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO: GAE(γ, λ) over the per-token rewards against the critic's values (`gae` above)."""
+    return gae(rewards, values, mask, cfg.gamma, cfg.lam)
+
+
+@register_advantage("grpo")
+def grpo_token_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, None]:
+    """GRPO: each response's summed reward -> its group-relative advantage, on every one of its tokens."""
+    return grpo_advantages(rewards.sum(1), cfg.group_size, cfg.scale_rewards)[:, None] * mask, None
+
+
+@register_advantage("rloo")
+def rloo_token_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, None]:
+    """RLOO: each response's summed reward minus its group's leave-one-out mean, on every one of its tokens."""
+    return rloo_advantages(rewards.sum(1), cfg.group_size)[:, None] * mask, None
+
+
 def value_loss(
     values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, dict]:
@@ -262,18 +308,18 @@ def dpo_loss(
     beta: float,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
-    len_chosen: torch.Tensor | None = None,
-    len_rejected: torch.Tensor | None = None,
+    lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
 ):
     """Direct preference losses on sequence log-probs (sums over completion tokens), all (B,).
 
         h = [log π(y_c|x) − log π_ref(y_c|x)] − [log π(y_r|x) − log π_ref(y_r|x)]
         sigmoid (DPO):        L = −log σ(β h)
         conservative (cDPO):  L = −(1−ε) log σ(β h) − ε log σ(−β h)      (label_smoothing ε)
-        ipo (Azar et al.):    L = (h̄ − 1/(2β))²,  h̄ from length-averaged log-probs (len_* needed)
+        ipo (Azar et al.):    L = (h̄ − 1/(2β))²,  h̄ from length-averaged log-probs (lengths: (B,) of chosen, rejected)
     Returns (mean loss, implicit rewards β(log π − log π_ref) of chosen and rejected, each (B,)).
     """
     if loss_type == "ipo":
+        len_chosen, len_rejected = lengths
         h = ((pi_chosen - ref_chosen) / len_chosen) - ((pi_rejected - ref_rejected) / len_rejected)
         losses = (h - 1 / (2 * beta)) ** 2
     elif loss_type == "sigmoid":

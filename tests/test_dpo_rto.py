@@ -45,8 +45,8 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     monkeypatch.setattr(LlamaForCausalLM, "forward", counting)
     monkeypatch.setattr(dpo, "collate_dpo", recording)
     # in-process, no checkpoint_dir: it never resumes another run's state
-    out = train_dpo(cfg, root / "models/sft", pairs, root / "dpo-count", "cpu", torch.float32)
-    m = out["metrics"]
+    out = train_dpo(cfg, root / "models/sft", pairs, root / "dpo-count")
+    m = out.metrics
     assert m["n_train_pairs"] + m["heldout_n_pairs"] == len(pairs)
     n_completions = len({(p["prompt_id"], p[side]) for p in pairs for side in ("chosen", "rejected")})
     n_held = n_completions - m["n_train_completions"]
@@ -56,7 +56,7 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     if run.get("max_steps") == 2:
         assert len(trained) == 2 * cfg.batch_size and sum(trained.values()) < m["n_train_completions"]
     # training: each step puts every completion of its prompts through once, however many pairs it is in
-    h = out["history"]
+    h = out.history
     assert rows["grad"] == sum(r["sequences"] for r in h) > 0
     assert sum(r["pairs"] for r in h) == pytest.approx(1.5 * rows["grad"], rel=0.1)  # K=4: 6 pairs per 4 rows
     if run.get("epochs") == 2.0:

@@ -58,21 +58,57 @@ def test_grpo_and_rloo_stages_train_without_a_critic(tiny_pipeline):
     [("grpo", {"kl_in": "reward", "scale_rewards": False}), ("rloo", {"kl_in": "loss"})],
     ids=["grpo-kl-in-reward-dr-grpo", "rloo-kl-as-loss"],
 )
-def test_the_other_kl_placement_runs(tiny_pipeline, stage, patch):
+def test_the_other_kl_placement_runs(tiny_pipeline, tmp_path, stage, patch):
     from tasks import config
-    from tasks.rl.group import train_group
+    from tasks.rl.ppo import train_ppo
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
     params = config.read_params(root / "params.yaml")
     cfg = config.load(stage, params).model_copy(update={**patch, "iterations": 2})
-    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
-    sft_dir, rm_dir = root / "models/sft", root / "models/rm"
-    pol, history = train_group(cfg, prompts, [], sft_dir, rm_dir, "cpu", torch.float32, stage=stage)
+    out = train_ppo(cfg, policy_inputs(root), tmp_path / stage, stage=stage)
+    history = out.history
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["policy_loss"])) for r in history)
     assert ("kl_loss" in history[0]) == (cfg.kl_in == "loss")
+    assert "value_loss" not in history[0]  # no critic without GAE
     sft = load_file(root / "models/sft/model.safetensors")
-    assert changed(sft, {k: v for k, v in pol.model.state_dict().items() if k in sft}) > 0
+    assert changed(sft, load_file(tmp_path / stage / "model.safetensors")) > 0
+
+
+def policy_inputs(root, rm_dir=None):
+    from tasks.rl.ppo import OnlineInputs
+
+    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
+    return OnlineInputs(prompts, [], root / "models/sft", rm_dir or root / "models/rm")
+
+
+def test_a_new_advantage_estimator_runs_through_config_alone(tiny_pipeline, tmp_path):
+    """A toy estimator (every token's advantage: the response's summed reward minus the batch mean), registered
+    in tasks/losses.py and named in the section: the PPO loop runs it, no critic is built, the policy changes."""
+    from tasks import config, losses
+    from tasks.rl.ppo import train_ppo
+
+    calls = []
+
+    @losses.register_advantage("toy")
+    def toy(rewards, values, mask, cfg):
+        calls.append((rewards.shape, values))
+        total = rewards.sum(1)
+        return (total - total.mean())[:, None] * mask, None
+
+    try:
+        root = tiny_pipeline["root"]
+        run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+        cfg = config.load("ppo", config.read_params(root / "params.yaml"))
+        cfg = cfg.model_copy(update={"advantage": "toy", "iterations": 2, "ptx_coef": 0.0})
+        out = train_ppo(cfg, policy_inputs(root), tmp_path / "toy", stage="ppo")
+    finally:
+        losses.ADVANTAGE_ESTIMATORS.pop("toy")
+    assert len(calls) == 2 and all(values is None for _, values in calls)  # no critic: no values
+    assert calls[0][0][0] == cfg.rollout_batch_size
+    assert "value_loss" not in out.history[0]
+    sft = load_file(root / "models/sft/model.safetensors")
+    assert changed(sft, load_file(tmp_path / "toy" / "model.safetensors")) > 0
 
 
 def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pipeline, tmp_path):
@@ -87,9 +123,7 @@ def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pi
     params = config.read_params(root / "params.yaml")
     update = {"reward": {"tasks.label.gold:shorter": 1.0}, "iterations": 1, "ptx_coef": 0.0}
     cfg = config.load("ppo", params).model_copy(update=update)
-    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/policy.jsonl")]
-    pol, history = train_ppo(cfg, prompts, [], root / "models/sft", skipped_rm, "cpu", torch.float32)
-    assert pol.rm is None and pol.value is not None
+    history = train_ppo(cfg, policy_inputs(root, skipped_rm), tmp_path / "ppo").history
     assert "rm_score" not in history[0] and "value_loss" in history[0] and "reward_tasks.gold.shorter" in history[0]
 
 
@@ -98,9 +132,10 @@ def mean_rule_reward(model_dir, tok, prompts, gen) -> float:
     from tasks.label.gold import scored_text, shorter
     from tasks.lm.generation import sample
     from tasks.lm.models import load_lm
+    from tasks.runtime.context import SINGLE_PROCESS
 
     model, _ = load_lm(model_dir)
-    samples = sample(model, tok, prompts, 2, gen, 7, "cpu", torch.float32, 64)
+    samples = sample(model, tok, prompts, 2, gen, 7, SINGLE_PROCESS, 64)
     return sum(shorter(scored_text(prompts[x["prompt_index"]], x["text"])) for x in samples) / len(samples)
 
 

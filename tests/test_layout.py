@@ -31,9 +31,13 @@ def upward_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
         if layer(module) is None and module.startswith("tasks/") and module != "tasks/__init__.py":
             bad.append((module, "<not in a layer>"))
         for target in targets:
-            if module.startswith("tasks/") and target.startswith("flows/"):
-                bad.append((module, target))
-            elif layer(module) is not None and layer(target) is not None and layer(target) > layer(module):
+            if (
+                module.startswith("tasks/")
+                and target.startswith("flows/")
+                or layer(module) is not None
+                and layer(target) is not None
+                and layer(target) > layer(module)
+            ):
                 bad.append((module, target))
     return bad
 

@@ -182,7 +182,7 @@ def test_dpo_sigmoid_cdpo_and_ipo_hand_computed():
     assert loss.item() == pytest.approx(0.9 * math.log(1 + math.exp(-1)) + 0.1 * math.log(1 + math.e), abs=1e-6)
     # IPO: lengths 2 and 4 -> h̄ = 1/2 − (−1/4) = 3/4 ; target 1/(2β) = 1 -> (3/4 − 1)² = 1/16
     loss, _, _ = losses.dpo_loss(
-        pc, pr, rc, rr, beta=0.5, loss_type="ipo", len_chosen=torch.tensor([2.0]), len_rejected=torch.tensor([4.0])
+        pc, pr, rc, rr, beta=0.5, loss_type="ipo", lengths=(torch.tensor([2.0]), torch.tensor([4.0]))
     )
     assert loss.item() == pytest.approx(1 / 16, abs=1e-6)
 

@@ -41,17 +41,17 @@ def test_tiny_repro_through_rm(tiny_pipeline):
 
     from tasks import config
     from tasks.lm.models import load_scalar_model
-    from tasks.runtime.device import pick_device
+    from tasks.runtime.device import run_context
     from tasks.train.reward_model import build_groups, score_groups
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     rm_cfg = SimpleNamespace(**params["rm"])
-    _, dtype = pick_device(config.load("compute", params))  # the stage's precision (bf16 on CPUs with bf16 units)
+    ctx = run_context(config.load("compute", params), "rm")  # the stage's precision (bf16 on CPUs with bf16 units)
     model, tok = load_scalar_model(root / "models/rm")
     _, held = build_groups(pairs, tok, rm_cfg)
     r = [
         x * norm["gain"] + norm["bias"]
-        for g in score_groups(model, held, tok.pad_token_id, 16, "cpu", dtype, norm["pooling"])
+        for g in score_groups(model, held, tok.pad_token_id, 16, ctx, norm["pooling"])
         for x in g
     ]
     assert len(r) > 10 and abs(statistics.fmean(r)) < 1e-4 and abs(statistics.pstdev(r) - 1) < 1e-4

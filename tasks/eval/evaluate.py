@@ -10,6 +10,7 @@ standard error and an interval, and every two policies get a paired head-to-head
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from itertools import combinations
 from pathlib import Path
@@ -22,7 +23,7 @@ from tasks.label.gold import load_scorer, scored_text
 from tasks.lm.batching import collate, encode_example
 from tasks.lm.generation import batched_logprobs, pack, sample
 from tasks.lm.models import load_lm, load_scalar_model
-from tasks.runtime.context import autocast, to_device
+from tasks.runtime.context import RunContext, to_device
 from tasks.train.loop import heldout_nll
 from tasks.train.reward_model import load_reward_norm, sequence_rewards
 
@@ -35,14 +36,12 @@ def sequence_kls(logp: list[torch.Tensor], ref_logp: list[torch.Tensor]) -> list
 
 
 @torch.no_grad()
-def rm_scores(
-    rm, norm: dict, samples: list[dict], pad_id: int, device: str, dtype, batch_size: int = 16
-) -> list[float]:
+def rm_scores(rm, norm: dict, samples: list[dict], pad_id: int, ctx: RunContext, batch_size: int = 16) -> list[float]:
     out = []
     for i in range(0, len(samples), batch_size):
         s = samples[i : i + batch_size]
-        packed = to_device(pack([x["query"] for x in s], [x["response"] for x in s], pad_id), device)
-        with autocast(device, dtype):
+        packed = to_device(pack([x["query"] for x in s], [x["response"] for x in s], pad_id), ctx.device)
+        with ctx.autocast():
             r = sequence_rewards(rm, packed, norm.get("pooling", "last")).float()
             out += (r * norm["gain"] + norm["bias"]).tolist()
     return out
@@ -52,32 +51,42 @@ def gold_scores(scorer, prompts: list, samples: list[dict]) -> list[float]:
     return [float(scorer(scored_text(prompts[s["prompt_index"]], s["text"]))) for s in samples]
 
 
-def perplexity(model, tok, texts: list[str], max_length: int, batch_size: int, device: str, dtype) -> float:
+def perplexity(model, tok, texts: list[str], max_length: int, batch_size: int, ctx: RunContext) -> float:
     examples = [encode_example("", t, tok, max_length) for t in texts]
     return math.exp(
-        heldout_nll(
-            model, examples, partial(collate, pad_id=tok.pad_token_id), batch_size, device, dtype, desc="perplexity"
-        )
+        heldout_nll(model, examples, partial(collate, pad_id=tok.pad_token_id), batch_size, ctx, desc="perplexity")
     )
 
 
-def policy_samples(model, tok, prompts, gen_cfg, k, seed, device, dtype, max_prompt_len, scorer, rm, norm) -> dict:
+@dataclass(frozen=True)
+class Scoring:
+    """How every policy's samples are drawn and judged: where, the prompt budget, the gold scorer and the RM."""
+
+    ctx: RunContext
+    max_prompt_len: int
+    scorer: object  # str -> float
+    rm: object | None  # the reward model (None when the rm stage was skipped)
+    norm: dict  # its normalization (gain, bias, pooling)
+
+
+def policy_samples(model, tok, prompts, gen_cfg, k: int, seed: int, scoring: Scoring) -> dict:
     """k seeded samples of each prompt, with their gold and RM scores (no RM: none) as (n_prompts, k) arrays."""
-    s = sample(model, tok, prompts, k, gen_cfg, seed, device, dtype, max_prompt_len, desc="eval sampling")
+    s = sample(model, tok, prompts, k, gen_cfg, seed, scoring.ctx, scoring.max_prompt_len)
     index = [x["prompt_index"] for x in s]
-    out = {"samples": s, "gold": stats.by_prompt(gold_scores(scorer, prompts, s), index, len(prompts))}
-    if rm is not None:
-        out["rm"] = stats.by_prompt(rm_scores(rm, norm, s, tok.pad_token_id, device, dtype), index, len(prompts))
+    out = {"samples": s, "gold": stats.by_prompt(gold_scores(scoring.scorer, prompts, s), index, len(prompts))}
+    if scoring.rm is not None:
+        rm = rm_scores(scoring.rm, scoring.norm, s, tok.pad_token_id, scoring.ctx)
+        out["rm"] = stats.by_prompt(rm, index, len(prompts))
     return out
 
 
-def policy_kl(policy, sft, tok, pol: dict, n_prompts: int, device, dtype, batch_size: int) -> np.ndarray:
+def policy_kl(policy, sft, tok, pol: dict, n_prompts: int, ctx: RunContext, batch_size: int) -> np.ndarray:
     """(n_prompts, k) sequence KL of each of the policy's samples; 0 for the SFT model itself."""
     if policy is sft:
         return np.zeros(pol["gold"].shape)
     q, r = [s["query"] for s in pol["samples"]], [s["response"] for s in pol["samples"]]
-    lp = batched_logprobs(policy, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
-    ref = batched_logprobs(sft, q, r, tok.pad_token_id, 1.0, batch_size, device, dtype)
+    lp = batched_logprobs(policy, q, r, tok.pad_token_id, 1.0, batch_size, ctx)
+    ref = batched_logprobs(sft, q, r, tok.pad_token_id, 1.0, batch_size, ctx)
     return stats.by_prompt(sequence_kls(lp, ref), [s["prompt_index"] for s in pol["samples"]], n_prompts)
 
 
@@ -207,7 +216,7 @@ def champion_gate(metrics: dict[str, dict], run_infos: dict[str, dict], cfg, pol
 
 
 def evaluate_policies(
-    policy_dirs: dict, sft_dir, rm_dir, cfg, scorer_path: str, prompts: list, texts: list[str], device: str, dtype
+    policy_dirs: dict, sft_dir, rm_dir, cfg, scorer_path: str, prompts: list, texts: list[str], ctx: RunContext
 ) -> dict:
     """Every policy in policy_dirs ({name: dir}) vs the SFT model on held-out prompts (all, or the first
     cfg.max_prompts) and held-out texts for the perplexity (the first cfg.ppl_texts).
@@ -221,23 +230,23 @@ def evaluate_policies(
     texts = texts[: cfg.ppl_texts]
     n, k = len(prompts), cfg.samples_per_prompt
     indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
-    sft, tok = load_lm(sft_dir, device)
+    sft, tok = load_lm(sft_dir, ctx.device)
     rm, norm = None, {}
     if (Path(rm_dir) / "config.json").exists():  # the rm stage records 'skipped' when no stage optimizes it
-        rm, norm = load_scalar_model(rm_dir, device)[0].eval(), load_reward_norm(rm_dir)
-    scoring = (device, dtype, cfg.max_prompt_len, scorer, rm, norm)
+        rm, norm = load_scalar_model(rm_dir, ctx.device)[0].eval(), load_reward_norm(rm_dir)
+    scoring = Scoring(ctx, cfg.max_prompt_len, scorer, rm, norm)
     greedy = cfg.generation.model_copy(update={"temperature": 0.0})
-    base = policy_samples(sft, tok, prompts, cfg.generation, k, cfg.seed, *scoring)
-    base_greedy = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, *scoring) if cfg.greedy else None
+    base = policy_samples(sft, tok, prompts, cfg.generation, k, cfg.seed, scoring)
+    base_greedy = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, scoring) if cfg.greedy else None
     out, gold = {}, {}
     for name, path in {"sft": None, **policy_dirs}.items():
-        policy = sft if path is None else load_lm(path, device)[0]
-        pol = base if path is None else policy_samples(policy, tok, prompts, cfg.generation, k, cfg.seed, *scoring)
-        kl = policy_kl(policy, sft, tok, pol, n, device, dtype, cfg.batch_size)
+        policy = sft if path is None else load_lm(path, ctx.device)[0]
+        pol = base if path is None else policy_samples(policy, tok, prompts, cfg.generation, k, cfg.seed, scoring)
+        kl = policy_kl(policy, sft, tok, pol, n, ctx, cfg.batch_size)
         m = summarize(per_prompt(pol, base, kl), pol["samples"], indices, cfg.ci_level)
-        m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, device, dtype)
+        m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
         if cfg.greedy:  # greedy decoding: the policy's mode, judged the same way
-            g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, 1, cfg.seed, *scoring)
+            g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, 1, cfg.seed, scoring)
             m |= {
                 "greedy_gold_reward": float(g["gold"].mean()),
                 "greedy_win_rate_gold": float(stats.pairwise_wins(g["gold"], base_greedy["gold"]).mean()),

@@ -9,16 +9,17 @@ from tasks.label.gold import load_scorer, scored_text
 from tasks.label.labelers import make_labeler, prompt_id
 from tasks.lm.generation import sample
 from tasks.lm.models import load_lm
+from tasks.runtime.context import RunContext
 from tasks.runtime.device import seed_everything
 from tasks.runtime.files import write_jsonl
 
 
-def sample_groups(cfg, prompts: list, sft_dir: Path, device: str, dtype) -> list[dict]:
+def sample_groups(cfg, prompts: list, sft_dir: Path, ctx: RunContext) -> list[dict]:
     """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the first cfg.max_prompts prompts."""
     seed_everything(cfg.seed)
     scorer = load_scorer(cfg.gold_scorer)
     prompts = prompts[: cfg.max_prompts]
-    model, tok = load_lm(sft_dir, device)
+    model, tok = load_lm(sft_dir, ctx.device)
     samples = sample(
         model,
         tok,
@@ -26,10 +27,8 @@ def sample_groups(cfg, prompts: list, sft_dir: Path, device: str, dtype) -> list
         cfg.k,
         cfg.generation,
         cfg.seed,
-        device,
-        dtype,
+        ctx,
         cfg.max_prompt_len,
-        desc=f"sampling {cfg.k} x {len(prompts)}",
     )
     groups = [{"prompt_id": prompt_id(p), "prompt": p, "completions": []} for p in prompts]
     for s in samples:
@@ -60,11 +59,11 @@ def summarize(groups: list[dict], pairs: list[dict]) -> dict:
     return m
 
 
-def run_sample(cfg, prompts: list, sft_dir: Path, out_dir: Path, device: str, dtype, base_dir: Path) -> dict:
+def run_sample(cfg, prompts: list, sft_dir: Path, out_dir: Path, ctx: RunContext, base_dir: Path) -> dict:
     """Write out_dir/completions.jsonl and out_dir/pairs.jsonl; return summary metrics. Relative paths of a
     preference dataset are read from base_dir."""
     out_dir, labeler = Path(out_dir), make_labeler(cfg, base_dir)
-    groups = sample_groups(cfg, prompts, sft_dir, device, dtype) if labeler.needs_samples else []
+    groups = sample_groups(cfg, prompts, sft_dir, ctx) if labeler.needs_samples else []
     pairs = labeler.label(groups)
     out_dir.mkdir(parents=True, exist_ok=True)
     completions = [dict(c, prompt_id=g["prompt_id"], prompt=g["prompt"]) for g in groups for c in g["completions"]]

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from tasks.lm.batching import encode_prompt
 from tasks.losses import token_logprobs
-from tasks.runtime.context import autocast
+from tasks.runtime.context import SINGLE_PROCESS, RunContext
 
 
 class InverseCDFDraw:
@@ -50,10 +50,8 @@ def sample(
     n_per_prompt: int,
     cfg,
     seed: int,
-    device: str = "cpu",
-    dtype=torch.float32,
+    ctx: RunContext = SINGLE_PROCESS,
     max_prompt_len: int = 64,
-    desc: str = "sampling",
 ) -> list[dict]:
     """n_per_prompt responses for each prompt, seeded (cfg: a config.Generation).
 
@@ -76,13 +74,15 @@ def sample(
         gen_kw["logits_processor"] = inverse_cdf_sampler(cfg.temperature, cfg.top_k, cfg.top_p)
     model.eval()
     out = []
-    for b, start in enumerate(tqdm(range(0, len(jobs), cfg.batch_size), desc=desc, dynamic_ncols=True)):
+    for b, start in enumerate(
+        tqdm(range(0, len(jobs), cfg.batch_size), desc=f"sampling {n_per_prompt} x {len(prompts)}", dynamic_ncols=True)
+    ):
         chunk = jobs[start : start + cfg.batch_size]
         P = max(len(q) for _, q in chunk)
-        ids = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for _, q in chunk], device=device)
-        mask = torch.tensor([[0] * (P - len(q)) + [1] * len(q) for _, q in chunk], device=device)
+        ids = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for _, q in chunk], device=ctx.device)
+        mask = torch.tensor([[0] * (P - len(q)) + [1] * len(q) for _, q in chunk], device=ctx.device)
         torch.manual_seed(seed * 100_003 + b)  # per-batch seed: results do not depend on earlier batches
-        with torch.no_grad(), autocast(device, dtype):
+        with torch.no_grad(), ctx.autocast():
             gen = model.generate(input_ids=ids, attention_mask=mask, **gen_kw)[:, P:].tolist()
         for (i, q), resp in zip(chunk, gen):
             ended = tok.eos_token_id in resp
@@ -150,16 +150,15 @@ def batched_logprobs(
     pad_id: int,
     temperature: float = 1.0,
     batch_size: int = 16,
-    device: str = "cpu",
-    dtype=torch.float32,
+    ctx: RunContext = SINGLE_PROCESS,
     desc: str | None = None,
 ) -> list[torch.Tensor]:
     """Per-token log-probs of many (query, response) pairs, forward-only; one 1-D tensor per pair."""
     out = []
     rng = range(0, len(queries), batch_size)
     for i in tqdm(rng, desc=desc, dynamic_ncols=True, leave=False) if desc else rng:
-        packed = pack(queries[i : i + batch_size], responses[i : i + batch_size], pad_id, device)
-        with autocast(device, dtype):
+        packed = pack(queries[i : i + batch_size], responses[i : i + batch_size], pad_id, ctx.device)
+        with ctx.autocast():
             lp = response_logprobs(model, packed, temperature).float().cpu()
         out += [row[: len(r)] for row, r in zip(lp, responses[i : i + batch_size])]
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
+from tasks.runtime.context import SINGLE_PROCESS, RunContext
 
 
 class FP32Linear(torch.nn.Linear):
@@ -86,7 +86,7 @@ def merged(model):
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def save_pretrained(model, tok, out_dir, ctx: DistContext = SINGLE_PROCESS) -> None:
+def save_pretrained(model, tok, out_dir, ctx: RunContext = SINGLE_PROCESS) -> None:
     """A stage's model: safetensors + tokenizer, written by rank 0 alone when several processes train."""
     if ctx.is_main:
         model.save_pretrained(out_dir, safe_serialization=True)

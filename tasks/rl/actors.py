@@ -13,7 +13,6 @@ from tasks.lm.batching import collate, encode_example
 from tasks.lm.generation import response_logprobs
 from tasks.lm.models import add_lora, disable_dropout, load_lm, load_scalar_model
 from tasks.rl.reward_spec import load_functions, needs_rm
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
 from tasks.train.reward_model import load_reward_norm, token_scalars
 
 
@@ -97,17 +96,3 @@ def values_of(value_model, packed) -> torch.Tensor:
 def ptx_batch(texts: list[str], tok, max_length: int) -> dict:
     """Pretraining texts as an LM batch (every token labeled): PPO-ptx's language-modeling term."""
     return collate([encode_example("", t, tok, max_length) for t in texts], tok.pad_token_id)
-
-
-def save_policy(pol: Policy, history: list[dict], cfg, out_dir, ctx: DistContext = SINGLE_PROCESS) -> dict:
-    """Write the trained policy (rank 0 only); return the stage's history and summary metrics."""
-    if ctx.is_main:
-        pol.model.save_pretrained(out_dir, safe_serialization=True)
-        pol.tok.save_pretrained(out_dir)
-    metrics = {"kl_target": cfg.kl.target, "final_beta": history[-1]["beta"], "iterations": len(history)}
-    if "token_reward" in history[-1]:  # RTO: the DPO model's token-wise reward, so a person sees it working
-        metrics.update(
-            token_reward_mean=sum(r["token_reward"] for r in history) / len(history),
-            token_reward_share=sum(r["token_reward_share"] for r in history) / len(history),
-        )
-    return {"history": history, "metrics": metrics}

@@ -10,26 +10,17 @@ import torch
 from tasks.lm.generation import response_logprobs
 from tasks.lm.models import load_lm
 from tasks.losses import rto_token_reward
-from tasks.rl.ppo import train_ppo
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
+from tasks.rl.ppo import OnlineInputs, train_ppo
+from tasks.runtime.context import SINGLE_PROCESS, RunContext
+from tasks.runtime.result import TrainResult
 
 
 def train_rto(
-    cfg,
-    prompts: list,
-    texts: list[str],
-    sft_dir: Path,
-    rm_dir: Path,
-    device: str,
-    dtype,
-    ctx: DistContext = SINGLE_PROCESS,
-    *,
-    dpo_dir: Path,
-    **ppo_kwargs,
-):
+    cfg, inputs: OnlineInputs, out_dir, ctx: RunContext = SINGLE_PROCESS, *, dpo_dir: Path, **ppo_kwargs
+) -> TrainResult:
     """PPO (cfg: the rto section) with the DPO model in dpo_dir as a token-wise reward; ppo_kwargs as train_ppo
-    takes them (gold_scorer, on_iter, stage, checkpoint_dir). Returns (policy, history)."""
-    dpo, _ = load_lm(dpo_dir, device)
+    takes them (stage, gold_scorer, hooks)."""
+    dpo, _ = load_lm(dpo_dir, ctx.device)
     dpo.eval().requires_grad_(False)
     temperature = cfg.generation.temperature
 
@@ -38,4 +29,4 @@ def train_rto(
             logp_dpo = response_logprobs(dpo, packed, temperature)
         return rto_token_reward(logp_dpo, ref_logp, packed["response_mask"], cfg.token_beta, cfg.token_clip)
 
-    return train_ppo(cfg, prompts, texts, sft_dir, rm_dir, device, dtype, ctx, token_reward=token_reward, **ppo_kwargs)
+    return train_ppo(cfg, inputs, out_dir, ctx, token_reward=token_reward, **ppo_kwargs)

@@ -3,8 +3,9 @@
 
 Weights are safetensors; optimizer/scheduler/RNG/data-position/controller state is a torch.save of tensors
 and plain Python values, read back with weights_only=True (no pickle of arbitrary objects). A checkpoint
-carries a fingerprint of the stage's config and data: one written under other params is ignored (and
-replaced), never resumed. The stage deletes its checkpoint once its outputs are in place.
+carries a fingerprint of the stage's config and data and of LAYOUT_VERSION: one written under other params, or
+by code that stored the models another way, is ignored (and replaced), never resumed.
+The stage deletes its checkpoint once its outputs are in place.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pathlib import Path
 import torch
 
 from tasks.runtime.files import atomic_path
+
+# Raise it whenever what a checkpoint holds changes shape (a model wrapped differently, a state key renamed):
+# older checkpoints are then ignored instead of failing in load_state_dict.
+LAYOUT_VERSION = 2
 
 
 def encode_random_state(state: tuple) -> str:
@@ -52,11 +57,12 @@ class Checkpoint:
         # no directory: checkpointing is off (due() is never true, load() finds nothing)
         self.stage, self.every = stage, every if directory else 0
         self.dir = Path(directory) if directory else None
-        self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+        keyed = {"layout": LAYOUT_VERSION, **fingerprint}
+        self.key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
         self.min_interval_s, self.last_save = 60.0 * minutes, time.monotonic()
 
     def due(self, step: int, ctx=None) -> bool:
-        """True on every process alike (ctx: the DistContext; the clock's verdict is summed over processes)."""
+        """True on every process alike (ctx: the RunContext; the clock's verdict is summed over processes)."""
         if not self.every or step % self.every:
             return False
         late = time.monotonic() - self.last_save >= self.min_interval_s
@@ -84,32 +90,10 @@ class Checkpoint:
         path = self.dir / "state.pt"
         state = torch.load(path, weights_only=True)
         if state.get("key") != self.key:
-            print(f"{self.stage}: ignoring a checkpoint written under other params or data")
-            return None
-        if not all(_same_layout(m, self.dir / f"{name}.safetensors") for name, m in models.items()):
-            # e.g. written by an older version of the code that wrapped the model differently
-            print(f"{self.stage}: ignoring a checkpoint whose weights do not fit this model")
+            print(f"{self.stage}: ignoring a checkpoint written under other params, data or code")
             return None
         for name, m in models.items():
             load_model(m, str(self.dir / f"{name}.safetensors"))
         set_rng_state(state["rng"])
         print(f"{self.stage}: resuming from the checkpoint at step {state['step']}")
         return state
-
-
-def _same_layout(model: torch.nn.Module, path: Path) -> bool:
-    """The file holds the model's tensors: same names and shapes, every tensor there (tied weights, which
-    save_model stores once under one of their names, count as there when one of the names is)."""
-    from safetensors import safe_open
-
-    if not path.exists():
-        return False
-    with safe_open(str(path), "pt") as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    groups: dict[tuple, list[str]] = {}
-    for k, v in model.state_dict().items():
-        if saved.get(k, tuple(v.shape)) != tuple(v.shape):
-            return False
-        groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)), []).append(k)
-    names = {k for g in groups.values() for k in g}
-    return set(saved) <= names and all(any(k in saved for k in g) for g in groups.values())

@@ -8,15 +8,28 @@ One process (the usual case) is `SINGLE_PROCESS`, whose collectives are identiti
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, replace
 
 import torch
 
 
-class DistContext:
-    """Who this process is among the training processes and how they talk (Accelerate underneath)."""
+@dataclass(frozen=True)
+class RunContext:
+    """Where this process computes (device, autocast dtype), who it is among the training processes and how they
+    talk (Accelerate underneath)."""
 
-    def __init__(self, accelerator=None):
-        self.accelerator = accelerator
+    accelerator: object = None
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def with_dtype(self, dtype: torch.dtype) -> RunContext:
+        """The same process computing in another precision (a bf16 sampling copy, an fp32 stage)."""
+        return replace(self, dtype=dtype)
+
+    def autocast(self):
+        """Mixed precision for matmuls when dtype is not fp32 (master weights, losses and log-probs stay fp32)."""
+        enabled = self.dtype != torch.float32
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype, enabled=enabled)
 
     @property
     def rank(self) -> int:
@@ -65,12 +78,7 @@ class DistContext:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-SINGLE_PROCESS = DistContext()
-
-
-def autocast(device: str, dtype: torch.dtype):
-    """Mixed precision for matmuls when dtype is not fp32 (master weights, losses and log-probs stay fp32)."""
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
+SINGLE_PROCESS = RunContext()
 
 
 def to_device(batch: dict, device: str) -> dict:

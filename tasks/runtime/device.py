@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.runtime.context import RunContext
 from tasks.runtime.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -52,3 +53,9 @@ def pick_device(compute, cpuinfo: str | None = None, stage: str | None = None) -
     use_bf16 = compute.precision == "bf16" or (compute.precision == "auto" and bf16_ok)
     use_bf16 = use_bf16 and stage not in compute.fp32_stages
     return device, (torch.bfloat16 if use_bf16 else torch.float32)
+
+
+def run_context(compute, stage: str) -> RunContext:
+    """The context one process of `stage` computes in: device and dtype from the compute section."""
+    device, dtype = pick_device(compute, stage=stage)
+    return RunContext(None, device, dtype)

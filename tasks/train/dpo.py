@@ -18,25 +18,24 @@ from tasks.lm.batching import regroup
 from tasks.lm.generation import batched_logprobs, response_logprobs
 from tasks.lm.models import add_lora, load_lm, merged, save_pretrained
 from tasks.losses import dpo_loss
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
+from tasks.runtime.context import SINGLE_PROCESS, RunContext
 from tasks.runtime.device import seed_everything
+from tasks.runtime.result import TrainResult
 from tasks.train.loop import fit, items_seen
 from tasks.train.reward_model import accuracies, build_groups, collate_groups
 
 
-def sequence_logprobs(model, groups: list[dict], pad_id: int, cfg, device, dtype, desc=None) -> list[list[float]]:
+def sequence_logprobs(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext, desc=None) -> list[list[float]]:
     """Σ_t log π(y_t | x, y_<t) of every completion of every group (forward only), in group order."""
     queries = [g["query"] for g in groups for _ in g["responses"]]
     responses = [resp for g in groups for resp in g["responses"]]
-    token_logps = batched_logprobs(
-        model, queries, responses, pad_id, 1.0, cfg.eval_batch_size, device, dtype, desc=desc
-    )
+    token_logps = batched_logprobs(model, queries, responses, pad_id, 1.0, cfg.eval_batch_size, ctx, desc=desc)
     return regroup([lp.sum().item() for lp in token_logps], [len(g["responses"]) for g in groups])
 
 
-def add_reference_logprobs(model, groups: list[dict], pad_id: int, cfg, device, dtype) -> None:
+def add_reference_logprobs(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext) -> None:
     """Store log π_ref of each completion in its group (one forward per completion, ever)."""
-    for g, ref in zip(groups, sequence_logprobs(model, groups, pad_id, cfg, device, dtype, "reference log-probs")):
+    for g, ref in zip(groups, sequence_logprobs(model, groups, pad_id, cfg, ctx, "reference log-probs")):
         g["ref"] = ref
 
 
@@ -53,7 +52,7 @@ def dpo_step(model, batch, cfg):
     lengths = batch["response_mask"].sum(1)
     c, r, ref = batch["chosen"], batch["rejected"], batch["ref"]
     loss, rc, rr = dpo_loss(
-        seq[c], seq[r], ref[c], ref[r], cfg.beta, cfg.loss_type, cfg.label_smoothing, lengths[c], lengths[r]
+        seq[c], seq[r], ref[c], ref[r], cfg.beta, cfg.loss_type, cfg.label_smoothing, (lengths[c], lengths[r])
     )
     return loss, {
         "reward_chosen": rc.mean().item(),
@@ -65,10 +64,10 @@ def dpo_step(model, batch, cfg):
     }
 
 
-def implicit_accuracy(model, groups: list[dict], pad_id: int, cfg, device, dtype) -> dict:
+def implicit_accuracy(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext) -> dict:
     """Share of pairs whose implicit reward β(log π − log π_ref) ranks them like the label (accuracy) and
     like the noiseless gold order (gold_accuracy, when the pairs carry gold scores)."""
-    lps = sequence_logprobs(model, groups, pad_id, cfg, device, dtype, "held-out implicit rewards")
+    lps = sequence_logprobs(model, groups, pad_id, cfg, ctx, "held-out implicit rewards")
     return accuracies(groups, [[a - b for a, b in zip(lp, g["ref"])] for lp, g in zip(lps, groups)])
 
 
@@ -77,20 +76,18 @@ def train_dpo(
     sft_dir: Path,
     pairs: list[dict],
     out_dir: Path,
-    device: str,
-    dtype,
-    ctx: DistContext = SINGLE_PROCESS,
+    ctx: RunContext = SINGLE_PROCESS,
     on_step=None,
     checkpoint_dir: Path | None = None,
-) -> dict:
-    """DPO from the model in sft_dir on labeled pairs; save to out_dir; return metrics and the step history."""
+) -> TrainResult:
+    """DPO from the model in sft_dir on labeled pairs; save to out_dir."""
     seed_everything(cfg.seed)
-    model, tok = load_lm(sft_dir, device)
+    model, tok = load_lm(sft_dir, ctx.device)
     train, held = build_groups(pairs, tok, cfg)
     # before any update, and only for what will be read: max_steps can stop training before it reaches
     # every group, and then only the groups its seeded batches draw need a reference log-prob
     seen = [train[i] for i in items_seen(len(train), cfg)]
-    add_reference_logprobs(model, seen + held, tok.pad_token_id, cfg, device, dtype)
+    add_reference_logprobs(model, seen + held, tok.pad_token_id, cfg, ctx)
     model = add_lora(model, cfg.lora)
     history = fit(
         model,
@@ -98,18 +95,12 @@ def train_dpo(
         partial(collate_dpo, pad_id=tok.pad_token_id),
         partial(dpo_step, cfg=cfg),
         cfg,
-        device,
-        dtype,
         ctx,
-        on_step=on_step,
         stage="dpo",
-        checkpoint_dir=checkpoint_dir,
-        desc=f"dpo ({cfg.loss_type})",
+        hooks={"on_step": on_step, "checkpoint_dir": checkpoint_dir, "desc": f"dpo ({cfg.loss_type})"},
     )
     model = merged(model)
-    metrics = {
-        f"heldout_{k}": v for k, v in implicit_accuracy(model, held, tok.pad_token_id, cfg, device, dtype).items()
-    }
+    metrics = {f"heldout_{k}": v for k, v in implicit_accuracy(model, held, tok.pad_token_id, cfg, ctx).items()}
     metrics = {
         "heldout_reward_accuracy": metrics.pop("heldout_accuracy"),
         **metrics,
@@ -119,4 +110,4 @@ def train_dpo(
         "n_train_completions": sum(len(g["responses"]) for g in train),
     }
     save_pretrained(model, tok, out_dir, ctx)
-    return {"metrics": metrics, "history": history}
+    return TrainResult(str(out_dir), history, metrics)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -17,7 +16,7 @@ from tqdm import tqdm
 from tasks.lm.models import disable_dropout
 from tasks.losses import completion_nll
 from tasks.runtime.checkpoint import Checkpoint
-from tasks.runtime.context import SINGLE_PROCESS, DistContext, autocast, to_device
+from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 
 
 def num_steps(n_items: int, cfg) -> int:
@@ -57,13 +56,9 @@ def fit(
     collate: Callable[[list], dict],
     loss_fn: Callable,
     cfg,
-    device: str,
-    dtype: torch.dtype,
-    ctx: DistContext = SINGLE_PROCESS,
-    on_step: Callable[[int, dict], None] | None = None,
+    ctx: RunContext = SINGLE_PROCESS,
     stage: str = "train",
-    checkpoint_dir: Path | None = None,
-    desc: str | None = None,
+    hooks: dict | None = None,
 ) -> list[dict]:
     """Train `model` in place on `items`; return the per-step metrics.
 
@@ -71,13 +66,17 @@ def fit(
     process trains on its slice of every global batch (my_micro_batches), the step metrics are averaged over
     processes and only rank 0 writes checkpoints.
 
-    With cfg.checkpoint_every > 0 and a checkpoint_dir, the whole state (weights, optimizer, scheduler, RNG,
+    hooks: on_step(step, row) after every optimizer step; desc, the progress bar's label (default: the stage).
+    With cfg.checkpoint_every > 0 and hooks' checkpoint_dir, the whole state (weights, optimizer, scheduler, RNG,
     data position, history) is saved there every N steps, and a rerun under the same params and data resumes:
     the seeded batch order is replayed and the finished steps skipped.
     """
     from transformers import get_cosine_schedule_with_warmup
 
-    model.to(device).train()
+    hooks = hooks or {}
+    on_step, desc = hooks.get("on_step"), hooks.get("desc")
+
+    model.to(ctx.device).train()
     disable_dropout(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -87,7 +86,7 @@ def fit(
         "cfg": cfg.model_dump(exclude={"checkpoint_every", "checkpoint_minutes"}),
         "items": hashlib.sha256(repr(items).encode()).hexdigest(),
     }
-    ckpt = Checkpoint(checkpoint_dir, stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
+    ckpt = Checkpoint(hooks.get("checkpoint_dir"), stage, cfg.checkpoint_every, fingerprint, cfg.checkpoint_minutes)
     start, history = 0, []
     if state := ckpt.load({"model": model}):
         opt.load_state_dict(state["optimizer"])
@@ -107,8 +106,8 @@ def fit(
         sums: dict[str, float] = {}
         for i, mb in enumerate(micro):
             with ctx.no_sync(net, skip_all_reduce=i < len(micro) - 1):  # all-reduce after the last micro-batch
-                with autocast(device, dtype):
-                    loss, metrics = loss_fn(net, to_device(collate(mb), device))
+                with ctx.autocast():
+                    loss, metrics = loss_fn(net, to_device(collate(mb), ctx.device))
                 (loss / len(micro)).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / len(micro)
@@ -137,16 +136,15 @@ def heldout_nll(
     examples: list[dict],
     collate: Callable[[list], dict],
     batch_size: int,
-    device: str,
-    dtype: torch.dtype,
+    ctx: RunContext = SINGLE_PROCESS,
     desc: str = "held-out loss",
 ) -> float:
     """Per-token mean NLL of the labeled tokens of `examples` (completion tokens, or all text tokens)."""
-    model.to(device).eval()
+    model.to(ctx.device).eval()
     total, count = 0.0, 0
     for i in tqdm(range(0, len(examples), batch_size), desc=desc, dynamic_ncols=True, leave=False):
-        batch = to_device(collate(examples[i : i + batch_size]), device)
-        with autocast(device, dtype):
+        batch = to_device(collate(examples[i : i + batch_size]), ctx.device)
+        with ctx.autocast():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         s, n = completion_nll(logits, batch["labels"])
         total, count = total + s.item(), count + n.item()

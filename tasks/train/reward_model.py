@@ -18,8 +18,9 @@ from tasks.lm.batching import encode_prompt, regroup
 from tasks.lm.generation import pack
 from tasks.lm.models import add_lora, load_scalar_model, merged, save_pretrained
 from tasks.losses import reward_model_loss
-from tasks.runtime.context import SINGLE_PROCESS, DistContext, autocast, to_device
+from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 from tasks.runtime.device import seed_everything
+from tasks.runtime.result import TrainResult
 from tasks.train.loop import fit
 
 NORM_FILE = "reward_norm.json"
@@ -137,14 +138,14 @@ def rm_loss(model, batch, center_coef: float, pooling: str = "last"):
 
 @torch.no_grad()
 def score_groups(
-    model, groups: list[dict], pad_id: int, batch_size: int, device: str, dtype, pooling: str = "last"
+    model, groups: list[dict], pad_id: int, batch_size: int, ctx: RunContext, pooling: str = "last"
 ) -> list[list[float]]:
     """Rewards of every completion of every group, in group order."""
     model.eval()
     flat = []
     for i in range(0, len(groups), batch_size):
-        batch = to_device(collate_groups(groups[i : i + batch_size], pad_id), device)
-        with autocast(device, dtype):
+        batch = to_device(collate_groups(groups[i : i + batch_size], pad_id), ctx.device)
+        with ctx.autocast():
             flat += sequence_rewards(model, batch, pooling).cpu().tolist()
     return regroup(flat, [len(g["responses"]) for g in groups])
 
@@ -180,15 +181,13 @@ def train_rm(
     sft_dir: Path,
     pairs: list[dict],
     out_dir: Path,
-    device: str,
-    dtype,
-    ctx: DistContext = SINGLE_PROCESS,
+    ctx: RunContext = SINGLE_PROCESS,
     on_step=None,
     checkpoint_dir: Path | None = None,
-) -> dict:
-    """Train the RM on labeled pairs, fit its normalization, save to out_dir; return metrics and the step history."""
+) -> TrainResult:
+    """Train the RM on labeled pairs, fit its normalization, save to out_dir."""
     seed_everything(cfg.seed)
-    model, tok = load_scalar_model(sft_dir, device)
+    model, tok = load_scalar_model(sft_dir, ctx.device)
     train, held = build_groups(pairs, tok, cfg, cfg.use_margin)
     freeze_bottom(model, cfg.freeze_layers)
     model = add_lora(model, cfg.lora, task_type="SEQ_CLS")
@@ -199,19 +198,16 @@ def train_rm(
         partial(collate_groups, pad_id=tok.pad_token_id),
         loss_fn,
         cfg,
-        device,
-        dtype,
         ctx,
-        on_step=on_step,
         stage="rm",
-        checkpoint_dir=checkpoint_dir,
+        hooks={"on_step": on_step, "checkpoint_dir": checkpoint_dir},
     )
     model = merged(model)
     # The train accuracy (the overfitting check) on as many training prompts as are held out, not on all
     # of them (128 prompts x 6 completions at the defaults: 4x the forward passes for the same check).
     train_probe = train[: len(held)] if held else train
-    r_train = score_groups(model, train_probe, tok.pad_token_id, cfg.eval_batch_size, device, dtype, cfg.pooling)
-    r_held = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, device, dtype, cfg.pooling)
+    r_train = score_groups(model, train_probe, tok.pad_token_id, cfg.eval_batch_size, ctx, cfg.pooling)
+    r_held = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, ctx, cfg.pooling)
     # Normalization: rewards of the SFT policy's own completions get mean 0 and std 1 (PPO uses r_norm).
     # Fit on the held-out prompts' completions: the RM was trained to spread its training completions
     # apart, so their rewards overstate the spread PPO's fresh samples will see.
@@ -224,7 +220,7 @@ def train_rm(
     metrics = {f"train_{k}": v for k, v in accuracies(train_probe, r_train).items()}
     metrics.update({f"heldout_{k}": v for k, v in accuracies(held, r_held).items()})
     metrics.update(norm_gain=norm["gain"], norm_bias=norm["bias"], steps=len(history))
-    return {"metrics": metrics, "history": history}
+    return TrainResult(str(out_dir), history, metrics)
 
 
 def load_reward_norm(rm_dir: Path) -> dict:

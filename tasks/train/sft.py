@@ -8,8 +8,9 @@ from pathlib import Path
 from tasks.lm.batching import collate, encode_example
 from tasks.lm.models import add_lora, load_lm, merged, save_pretrained
 from tasks.losses import sft_loss
-from tasks.runtime.context import SINGLE_PROCESS, DistContext
+from tasks.runtime.context import SINGLE_PROCESS, RunContext
 from tasks.runtime.device import seed_everything
+from tasks.runtime.result import TrainResult
 from tasks.train.loop import fit, heldout_nll
 
 
@@ -23,11 +24,11 @@ def lm_loss(model, batch):
     return sft_loss(logits, batch["labels"]), {}
 
 
-def heldout_loss(model_dir: Path, demos: list[dict], cfg, device: str, dtype) -> float:
+def heldout_loss(model_dir: Path, demos: list[dict], cfg, ctx: RunContext) -> float:
     """Per-token NLL of held-out demonstrations' completions under the model in model_dir."""
-    model, tok = load_lm(model_dir, device)
+    model, tok = load_lm(model_dir, ctx.device)
     held = encode_demos(demos, tok, cfg.max_length)[: cfg.heldout_max_examples]
-    return heldout_nll(model, held, partial(collate, pad_id=tok.pad_token_id), cfg.eval_batch_size, device, dtype)
+    return heldout_nll(model, held, partial(collate, pad_id=tok.pad_token_id), cfg.eval_batch_size, ctx)
 
 
 def train_sft(
@@ -35,15 +36,13 @@ def train_sft(
     base_dir: Path,
     demos: list[dict],
     out_dir: Path,
-    device: str,
-    dtype,
-    ctx: DistContext = SINGLE_PROCESS,
+    ctx: RunContext = SINGLE_PROCESS,
     on_step=None,
     checkpoint_dir: Path | None = None,
-) -> list[dict]:
-    """Fine-tune the model in base_dir on demos; save the result (LoRA merged) to out_dir; return the step history."""
+) -> TrainResult:
+    """Fine-tune the model in base_dir on demos; save the result (LoRA merged) to out_dir."""
     seed_everything(cfg.seed)
-    model, tok = load_lm(base_dir, device)
+    model, tok = load_lm(base_dir, ctx.device)
     train = encode_demos(demos, tok, cfg.max_length)
     model = add_lora(model, cfg.lora)
     history = fit(
@@ -52,12 +51,9 @@ def train_sft(
         partial(collate, pad_id=tok.pad_token_id),
         lm_loss,
         cfg,
-        device,
-        dtype,
         ctx,
-        on_step=on_step,
         stage="sft",
-        checkpoint_dir=checkpoint_dir,
+        hooks={"on_step": on_step, "checkpoint_dir": checkpoint_dir},
     )
     save_pretrained(merged(model), tok, out_dir, ctx)
-    return history
+    return TrainResult(str(out_dir), history, {"train_loss_last": history[-1]["loss"], "steps": len(history)})
