@@ -81,7 +81,7 @@ def log_evaluations(results: dict) -> None:
                 {
                     "policy": name,
                     "algorithm": info.get("algorithm", name),
-                    "kl_coef": info.get("kl_coef", info.get("dpo_beta", 0.0)),
+                    "kl_coef": info.get("kl_coef", 0.0),
                     "model_version": info.get("version"),
                 }
             )

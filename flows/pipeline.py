@@ -71,7 +71,7 @@ KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml ke
     "algorithms": "pipeline.algorithms",
     "ppo_kl_coef": "ppo.kl.coef",
     "ptx_coef": "ppo.ptx_coef",
-    "dpo_beta": "dpo.beta",
+    "dpo_kl_coef": "dpo.beta",
     "rto_kl_coef": "rto.kl.coef",
     "grpo_kl_coef": "grpo.kl.coef",
     "grpo_group_size": "grpo.group_size",
@@ -155,7 +155,7 @@ def pipeline(
     algorithms: list[Literal["ppo", "dpo", "rto", "grpo", "rloo"]] = KNOBS["algorithms"],
     ppo_kl_coef: float = KNOBS["ppo_kl_coef"],
     ptx_coef: float = KNOBS["ptx_coef"],
-    dpo_beta: float = KNOBS["dpo_beta"],
+    dpo_kl_coef: float = KNOBS["dpo_kl_coef"],
     rto_kl_coef: float = KNOBS["rto_kl_coef"],
     grpo_kl_coef: float = KNOBS["grpo_kl_coef"],
     grpo_group_size: int = KNOBS["grpo_group_size"],
@@ -170,8 +170,8 @@ def pipeline(
     Args:
         algorithms: which policy stages train (the others record 'skipped'); rto needs dpo
         ppo_kl_coef: beta of PPO-ptx's KL penalty to the SFT model
-        ptx_coef: gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)
-        dpo_beta: DPO's beta (its implicit KL strength)
+        ptx_coef: PPO-ptx: weight of the pretraining LM loss (0: plain PPO)
+        dpo_kl_coef: DPO's beta (its implicit KL strength)
         rto_kl_coef: beta of RTO's KL penalty
         grpo_kl_coef: beta of GRPO's KL to the SFT model
         grpo_group_size: responses GRPO samples per prompt
@@ -188,7 +188,7 @@ def pipeline(
         "algorithms": algorithms,
         "ppo_kl_coef": ppo_kl_coef,
         "ptx_coef": ptx_coef,
-        "dpo_beta": dpo_beta,
+        "dpo_kl_coef": dpo_kl_coef,
         "rto_kl_coef": rto_kl_coef,
         "grpo_kl_coef": grpo_kl_coef,
         "grpo_group_size": grpo_group_size,
@@ -230,7 +230,7 @@ def pipeline(
             raise
         params = read_params()  # as the run left it (`dvc exp run -S` writes its overrides there)
         logged = {arg: current(params, key) for arg, key in KNOB_KEYS.items() if arg != "algorithms"}
-        logged |= {"kl_coef": logged.pop("ppo_kl_coef"), "ptx_gamma": logged.pop("ptx_coef")}
+        logged |= {"kl_coef": logged.pop("ppo_kl_coef"), "ptx_coef": logged.pop("ptx_coef")}
         mlflow.log_params(logged | {"algorithms": ",".join(config.load("pipeline", params).algorithms)})
         results = {}
         for policy in ("sft", *config.POLICY_STAGES):

@@ -185,9 +185,9 @@ class TrainConfig(Section):
 
 
 class SFTConfig(TrainConfig):
-    max_steps: int | None = Field(24, ge=1, description="stop after this many optimizer steps (overrides epochs)")
-    max_length: int = Field(96, ge=8, description="max tokens of prompt + completion (longer are truncated)")
-    checkpoint_every: int = Field(12, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    max_steps: int | None = redefault(TrainConfig, "max_steps", 24)
+    max_length: int = redefault(TrainConfig, "max_length", 96)
+    checkpoint_every: int = redefault(TrainConfig, "checkpoint_every", 12)
     heldout_max_examples: int | None = Field(
         48, ge=1, description="score only the first N held-out demonstrations, before and after training (null: all)"
     )
@@ -225,8 +225,8 @@ class SampleConfig(Section):
 
 class RMConfig(TrainConfig):
     batch_size: int = Field(4, ge=1, description="prompts per optimizer step (all pairs of a prompt together)")
-    lr: float = Field(2e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
-    checkpoint_every: int = Field(20, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    lr: float = redefault(TrainConfig, "lr", 2e-4)
+    checkpoint_every: int = redefault(TrainConfig, "checkpoint_every", 20)
     center_coef: float = Field(0.01, ge=0, description="reward-centering coefficient: eta * (r_c + r_r)^2")
     use_margin: bool = Field(False, description="subtract a pair's 'margin' field inside the sigmoid")
     heldout_frac: float = Field(0.2, gt=0, lt=1, description="share of prompts whose pairs are held out")
@@ -373,11 +373,11 @@ class RLOOConfig(GroupConfig):
 
 
 class DPOConfig(TrainConfig):
-    max_steps: int | None = Field(16, ge=1, description="stop after this many optimizer steps (overrides epochs)")
-    lr: float = Field(1e-4, gt=0, lt=1, description="peak learning rate (AdamW)")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent in linear warm-up")
-    max_length: int = Field(112, ge=8, description="max tokens of prompt + completion (longer are truncated)")
-    checkpoint_every: int = Field(8, ge=0, description="save a resumable checkpoint every N steps (0: never)")
+    max_steps: int | None = redefault(TrainConfig, "max_steps", 16)
+    lr: float = redefault(TrainConfig, "lr", 1e-4)
+    warmup_ratio: float = redefault(TrainConfig, "warmup_ratio", 0.1)
+    max_length: int = redefault(TrainConfig, "max_length", 112)
+    checkpoint_every: int = redefault(TrainConfig, "checkpoint_every", 8)
     batch_size: int = Field(
         4, ge=1, description="prompts per optimizer step: all K-choose-2 pairs of a prompt share it"
     )
@@ -395,11 +395,11 @@ class DPOConfig(TrainConfig):
 class RTOConfig(PPOConfig):
     """PPO's fields (params.yaml: the values of `ppo`, unless the `rto` section sets them) + RTO's own."""
 
-    lr: float = Field(5e-5, gt=0, lt=1, description="policy learning rate (AdamW)")
+    lr: float = redefault(PolicyOptConfig, "lr", 5e-5)
     token_beta: float = Field(0.05, gt=0, description="beta_1: scale of the DPO model's token-wise log-ratio reward")
     token_clip: float = Field(0.05, gt=0, description="c: the token reward is clipped to +-c")
-    kl: KLConfig = Field(default_factory=lambda: KLConfig(coef=0.01), description="KL penalty to SFT (RTO code: 0.01)")
-    ptx_coef: float = Field(0.0, ge=0, description="pretraining LM loss weight (RTO uses none)")
+    kl: KLConfig = redefault(PolicyOptConfig, "kl", factory=lambda: KLConfig(coef=0.01))  # RTO's code: 0.01
+    ptx_coef: float = redefault(PolicyOptConfig, "ptx_coef", 0.0)  # RTO uses no pretraining term
 
 
 POLICY_STAGES = ("ppo", "dpo", "rto", "grpo", "rloo")  # the stages that train a policy from SFT
@@ -510,7 +510,7 @@ class TrackingConfig(Section):
 # frontier field -> the params key it sweeps (the KL strength of each policy stage)
 FRONTIER_KNOBS = {
     "ppo_kl_coef": "ppo.kl.coef",
-    "dpo_beta": "dpo.beta",
+    "dpo_kl_coef": "dpo.beta",
     "rto_kl_coef": "rto.kl.coef",
     "grpo_kl_coef": "grpo.kl.coef",
     "rloo_kl_coef": "rloo.kl.coef",
@@ -522,7 +522,7 @@ class FrontierConfig(Section):
         default_factory=lambda: [0.005, 0.05, 0.1],
         description="ppo.kl.coef of each sweep experiment (one point per value)",
     )
-    dpo_beta: list[float] = Field(
+    dpo_kl_coef: list[float] = Field(
         default_factory=lambda: [0.03, 0.3, 1.0], description="dpo.beta of each sweep experiment"
     )
     rto_kl_coef: list[float] = Field(

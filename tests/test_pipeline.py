@@ -99,7 +99,7 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_
         root,
         frontier={
             "ppo_kl_coef": [0.001, 0.1, 1.0],
-            "dpo_beta": [0.02, 0.5, 5.0],
+            "dpo_kl_coef": [0.02, 0.5, 5.0],
             "rto_kl_coef": [0.001, 0.05, 0.5],
             "jobs": 2,
         },
@@ -218,7 +218,7 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
             "run",
             "rlhf-pipeline/pipeline-cpu",
             "-p",
-            f"dpo_beta={beta}",
+            f"dpo_kl_coef={beta}",
             "-p",
             'algorithms=["dpo"]',
             "-p",
@@ -266,11 +266,11 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
     assert (parents["status"] == "FINISHED").all()
     assert parents.iloc[1]["start_time"] >= parents.iloc[0]["end_time"]  # queued, not run side by side
     by_experiment = parents.set_index("tags.dvc_experiment", drop=False)
-    assert float(by_experiment.loc["ui-run-2", "params.dpo_beta"]) == 0.25
+    assert float(by_experiment.loc["ui-run-2", "params.dpo_kl_coef"]) == 0.25
     parent = by_experiment.loc["ui-run"]
     assert parent["status"] == "FINISHED" and parent["tags.dvc_experiment"] == "ui-run"
     assert len(parent["tags.git_commit"]) == 40 and parent["tags.prefect_flow_run_id"]
-    assert float(parent["params.dpo_beta"]) == 0.3 and "metrics.dpo/win_rate" in parent
+    assert float(parent["params.dpo_kl_coef"]) == 0.3 and "metrics.dpo/win_rate" in parent
     children = mlflow.search_runs(
         experiment_names=["rlhf-pipeline"], filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'"
     )

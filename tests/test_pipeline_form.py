@@ -20,20 +20,20 @@ def test_the_form_shows_params_yaml_values_with_descriptions_and_bounds():
     assert props["algorithms"]["default"] == config.load("pipeline", params).algorithms
     assert props["algorithms"]["items"]["enum"] == ["ppo", "dpo", "rto", "grpo", "rloo"]  # a multi-select
     assert props["ppo_kl_coef"]["default"] == ppo.kl.coef and props["ppo_kl_coef"]["minimum"] == 0
-    assert props["dpo_beta"]["default"] == dpo.beta and props["dpo_beta"]["exclusiveMinimum"] == 0
+    assert props["dpo_kl_coef"]["default"] == dpo.beta and props["dpo_kl_coef"]["exclusiveMinimum"] == 0
     assert props["rto_kl_coef"]["default"] == rto.kl.coef and props["ptx_coef"]["default"] == ppo.ptx_coef
     grpo = config.load("grpo", params)
     assert props["grpo_kl_coef"]["default"] == grpo.kl.coef and props["grpo_group_size"]["minimum"] == 2
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
-    assert props["dpo_beta"]["description"].startswith("params.yaml dpo.beta: ")
+    assert props["dpo_kl_coef"]["description"].startswith("params.yaml dpo.beta: ")
 
 
 @pytest.mark.parametrize(
     "arg, value, message",
     [
         ("ppo_kl_coef", -0.1, "ppo_kl_coef: Input should be greater than or equal to 0 (got -0.1)"),
-        ("dpo_beta", 0, "dpo_beta: Input should be greater than 0 (got 0)"),
+        ("dpo_kl_coef", 0, "dpo_kl_coef: Input should be greater than 0 (got 0)"),
         ("algorithms", ["sft"], "algorithms: Input should be 'ppo', 'dpo', 'rto', 'grpo' or 'rloo' (got ['sft'])"),
         ("rloo_group_size", 1, "rloo_group_size: Input should be greater than or equal to 2 (got 1)"),
     ],

@@ -46,7 +46,7 @@ def test_tiny_ppo_changes_the_policy_and_raises_the_rm_score(tiny_pipeline):
     from tasks import config
 
     coef = config.load("ppo", config.read_params(root / "params.yaml")).kl.coef
-    assert float(run["params.kl_coef"]) == coef and float(run["params.ptx_gamma"]) > 0
+    assert float(run["params.kl_coef"]) == coef and float(run["params.ptx_coef"]) > 0
     assert len(mlflow.MlflowClient().get_metric_history(run["run_id"], "ppo/kl")) == 4
     versions = mlflow.MlflowClient().search_model_versions("name = 'rlhf-policy'")
     ppo = [v for v in versions if v.tags.get("stage") == "ppo"]
