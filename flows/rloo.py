@@ -1,6 +1,7 @@
 """`rloo` stage: RLOO (no critic, leave-one-out baseline) of models/sft against the reward -> models/rloo."""
 
 from flows.entry import run_policy_stage
+from flows.grpo import knobs  # the same knobs tell RLOO runs apart
 
 
 def train(cfg, out_dir, ctx, on_step):
@@ -9,17 +10,6 @@ def train(cfg, out_dir, ctx, on_step):
     from tasks.rl.ppo import train_ppo
 
     return train_online(train_ppo, "rloo", cfg, out_dir, ctx, on_step)
-
-
-def knobs(cfg) -> dict:
-    from flows.online import reward_label
-
-    return {
-        "kl_coef": cfg.kl.coef,
-        "group_size": cfg.group_size,
-        "kl_in": cfg.kl_in,
-        "reward": reward_label(cfg.reward),
-    }
 
 
 if __name__ == "__main__":
