@@ -22,7 +22,7 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.frontier import ALGOS, plot, points, write_points
+from tasks.eval.frontier import KL_KNOBS, plot, points, write_points
 from tasks.runtime.errors import die_cleanly
 
 PNG = PLOTS / "frontier.png"
@@ -35,7 +35,7 @@ def sweep() -> list[str]:
     experiments = {}
     for i, values in enumerate(zip(*(getattr(cfg, name) for name in config.FRONTIER_KNOBS))):
         for seed in cfg.seeds:
-            seeds = seed_settings(list(ALGOS), seed, params)
+            seeds = seed_settings(list(KL_KNOBS), seed, params)
             experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(config.FRONTIER_KNOBS.values(), values)) | seeds
     return run_batch(experiments, cfg.jobs, "frontier sweep")
 

@@ -108,13 +108,10 @@ def launch(stage: str, train_fn: Callable, cfg, out_dir, compute) -> TrainResult
         cmd += ["-m", "flows.launch", str(job_file), str(result_file)]
         pythonpath = os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONPATH=pythonpath)
-        try:
-            import mlflow
+        import mlflow
 
-            if active := mlflow.active_run():  # rank 0 logs the per-step curves into the stage's run
-                env.update(RLHF_MLFLOW_RUN_ID=active.info.run_id, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
-        except ImportError:
-            pass
+        if active := mlflow.active_run():  # rank 0 logs the per-step curves into the stage's run
+            env.update(RLHF_MLFLOW_RUN_ID=active.info.run_id, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
         print(f"{stage}: training in {compute.num_processes} processes: {' '.join(cmd[2:])}", flush=True)
         proc = subprocess.run(cmd, cwd=Path.cwd(), env=env)
         if proc.returncode != 0:

@@ -12,7 +12,6 @@ from tasks.config import POLICY_STAGES
 from tasks.eval import stats
 from tasks.runtime.files import atomic_path
 
-ALGOS = POLICY_STAGES
 AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")  # rm_score: where an RM was trained
 
 
@@ -65,7 +64,7 @@ def revisions(exp_show: list, prefix: str | None):
         data = node["data"]
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         metrics = {}
-        for algo in ALGOS:
+        for algo in POLICY_STAGES:
             m = ((data.get("metrics") or {}).get(f"metrics/eval/{algo}.json") or {}).get("data") or {}
             if "kl" in m:
                 metrics[algo] = m
@@ -74,7 +73,7 @@ def revisions(exp_show: list, prefix: str | None):
 
 def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
     """{algo: [{experiment, seed, <eval metrics>}]} of the experiments named <batch>-s<seed>, one per seed."""
-    out: dict[str, list[dict]] = {a: [] for a in ALGOS}
+    out: dict[str, list[dict]] = {a: [] for a in POLICY_STAGES}
     seen = set()
     for name, _, metrics in revisions(exp_show, f"{batch}-s"):
         seed = int(name.rsplit("-s", 1)[1])
@@ -154,7 +153,7 @@ def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:
     """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws; header only for an algorithm that
     did not train, so every file dvc.yaml names exists)."""
     columns = ["experiment", "seed", *AGGREGATED, "win_rate_gold_ci_low", "win_rate_gold_ci_high"]
-    for algo in ALGOS:
+    for algo in POLICY_STAGES:
         rows = runs.get(algo, [])
         with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tasks.data.splits import load_records
+from tasks.lm.batching import render_completion
 from tasks.losses import preference_probability
 from tasks.runtime.errors import PipelineError
 
@@ -55,10 +56,6 @@ class SimulatedLabeler:
                     }
                 )
         return out
-
-
-def _content(x) -> str:
-    return "".join(m["content"] for m in x) if isinstance(x, list) else x
 
 
 def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
@@ -103,7 +100,7 @@ class DatasetLabeler:
                     raise PipelineError(f"{where}:{n}: no 'prompt' and not an HH dialogue pair ({e})") from None
             elif prompt is None:  # conversational with implicit prompt
                 prompt, chosen, rejected = chosen[:-1], chosen[-1:], rejected[-1:]
-            chosen, rejected = _content(chosen), _content(rejected)
+            chosen, rejected = render_completion(chosen), render_completion(rejected)
             if not chosen.strip() or not rejected.strip():
                 raise PipelineError(f"{where}:{n}: empty completion after removing the prompt")
             out.append(

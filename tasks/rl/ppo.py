@@ -31,12 +31,13 @@ import torch
 from tqdm import tqdm
 
 from tasks import losses
+from tasks.config import RM_REWARD
 from tasks.label.gold import scored_text
 from tasks.lm.generation import response_logits
 from tasks.lm.models import merged
 from tasks.rl.actors import Policy, RunningMoments, ptx_batch, values_of
 from tasks.rl.checkpointing import OnlineCheckpoint
-from tasks.rl.reward_spec import RM, metric_name
+from tasks.rl.reward_spec import metric_name
 from tasks.rl.rollout import Rollout, Scores, rollout, score_rollout
 from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 from tasks.runtime.device import seed_everything
@@ -151,7 +152,9 @@ def iteration_metrics(it: int, roll: Rollout, scores: Scores, adv: Advantages, s
     """What one iteration logs (this process's; the caller averages over processes): the score and each reward
     term, the gold score, KL, β, the update's losses."""
     mask, rewards, extra = roll.mask, adv.rewards, adv.token_reward
-    terms = {(RM_SCORE if name == RM else metric_name(name)): v.mean().item() for name, v in scores.parts.items()}
+    terms = {
+        (RM_SCORE if name == RM_REWARD else metric_name(name)): v.mean().item() for name, v in scores.parts.items()
+    }
     row = {
         "iteration": it + 1,
         "step": it + 1,

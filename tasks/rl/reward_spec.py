@@ -22,11 +22,9 @@ from tasks.config import RM_REWARD
 from tasks.label.gold import load_scorer, scored_text
 from tasks.runtime.errors import PipelineError
 
-RM = RM_REWARD
-
 
 def needs_rm(spec: dict[str, float]) -> bool:
-    return RM in spec
+    return RM_REWARD in spec
 
 
 def metric_name(name: str) -> str:
@@ -36,7 +34,7 @@ def metric_name(name: str) -> str:
 
 def load_functions(spec: dict[str, float], section: str) -> dict[str, Callable]:
     """{name: callable} of the spec's Python terms (the RM term is the caller's)."""
-    return {name: load_scorer(name, f"{section}.reward") for name in spec if name != RM}
+    return {name: load_scorer(name, f"{section}.reward") for name in spec if name != RM_REWARD}
 
 
 def takes_prompt(fn: Callable) -> bool:
@@ -77,7 +75,7 @@ def reward_parts(
     """{term: (B,) score}: the RM's normalized score (from its raw head output) and each function's."""
     parts = {}
     if needs_rm(spec):
-        parts[RM] = rm_raw * norm["gain"] + norm["bias"]
+        parts[RM_REWARD] = rm_raw * norm["gain"] + norm["bias"]
     for name, fn in functions.items():
         parts[name] = function_scores(name, fn, prompts, responses).to(device)
     return parts
