@@ -77,7 +77,7 @@ def evaluate(out_dir: Path, result: Path) -> dict:
                 for m in ("win_rate_gold", "gold_reward", "kl", "train_s")
             }
     report = {
-        "command": "python -m bench.group eval " + str(out_dir),
+        "command": "python -m bench.group eval RUNS_DIR",  # no machine path in a committed result
         "cpu": _cpu(),
         "eval_s": eval_s,
         "sft": out["policies"]["sft"]["metrics"],

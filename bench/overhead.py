@@ -83,13 +83,13 @@ def noop_dvc_repro(repo: Path) -> dict:
     """`dvc repro` where `dvc status` says nothing changed (else it would train: then not measured)."""
     status = subprocess.run([DVC, "status", "--json"], cwd=repo, capture_output=True, text=True)
     if status.returncode or json.loads(status.stdout or "{}"):
-        return {"skipped": f"{repo}: pipeline not up to date (dvc status), so a repro would not be a no-op"}
+        return {"skipped": f"{repo.name}: pipeline not up to date (dvc status), so a repro would not be a no-op"}
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
         subprocess.run([DVC, "repro"], cwd=repo, capture_output=True, check=True)
         times.append(time.perf_counter() - t0)
-    return {"repo": str(repo), "seconds": sorted(times), "median_s": sorted(times)[1]}
+    return {"repo": repo.name, "seconds": sorted(times), "median_s": sorted(times)[1]}
 
 
 def wrapper_cost(model_dir: str, step_counts=(4, 40), reps: int = 3) -> dict:

@@ -25,7 +25,7 @@ from tasks.lm.generation import batched_logprobs, pack, sample
 from tasks.lm.models import load_lm, load_scalar_model
 from tasks.runtime.context import RunContext, to_device
 from tasks.train.loop import heldout_nll
-from tasks.train.reward_model import load_reward_norm, sequence_rewards
+from tasks.train.reward_model import load_reward_norm, normalized, sequence_rewards
 
 INTERVAL_METRICS = ("win_rate_gold", "win_rate_rm", "gold_reward", "rm_score", "kl")
 
@@ -43,7 +43,7 @@ def rm_scores(rm, norm: dict, samples: list[dict], pad_id: int, ctx: RunContext,
         packed = to_device(pack([x["query"] for x in s], [x["response"] for x in s], pad_id), ctx.device)
         with ctx.autocast():
             r = sequence_rewards(rm, packed, norm.get("pooling", "last")).float()
-            out += (r * norm["gain"] + norm["bias"]).tolist()
+            out += normalized(r, norm).tolist()
     return out
 
 

@@ -21,6 +21,7 @@ import torch
 from tasks.config import RM_REWARD
 from tasks.label.gold import load_scorer, scored_text
 from tasks.runtime.errors import PipelineError
+from tasks.train.reward_model import normalized
 
 
 def needs_rm(spec: dict[str, float]) -> bool:
@@ -75,7 +76,7 @@ def reward_parts(
     """{term: (B,) score}: the RM's normalized score (from its raw head output) and each function's."""
     parts = {}
     if needs_rm(spec):
-        parts[RM_REWARD] = rm_raw * norm["gain"] + norm["bias"]
+        parts[RM_REWARD] = normalized(rm_raw, norm)
     for name, fn in functions.items():
         parts[name] = function_scores(name, fn, prompts, responses).to(device)
     return parts

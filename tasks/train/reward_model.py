@@ -223,5 +223,10 @@ def train_rm(
     return TrainResult(str(out_dir), history, metrics)
 
 
+def normalized(raw: torch.Tensor, norm: dict) -> torch.Tensor:
+    """The RM's score as policies and eval see it: gain · raw + bias (fitted above: SFT's samples get mean 0, std 1)."""
+    return raw * norm["gain"] + norm["bias"]
+
+
 def load_reward_norm(rm_dir: Path) -> dict:
     return json.loads((Path(rm_dir) / NORM_FILE).read_text())
