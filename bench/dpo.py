@@ -64,9 +64,9 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from tasks.config import DPOConfig
     from tasks.lm.models import load_lm
     from tasks.runtime.context import SINGLE_PROCESS
-    from tasks.train.dpo import add_reference_logprobs, collate_dpo, dpo_step
+    from tasks.train.comparisons import build_groups
+    from tasks.train.dpo import collate_dpo, dpo_step, with_reference_logprobs
     from tasks.train.loop import fit
-    from tasks.train.reward_model import build_groups
 
     cfg = DPOConfig(
         beta=0.1,
@@ -82,7 +82,7 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     )
     model, tok = load_lm(Path(model_dir))
     groups, _ = build_groups(comparison_pairs(prompts_per_step * (WARMUP + steps)), tok, cfg)
-    add_reference_logprobs(model, groups, tok.pad_token_id, cfg, SINGLE_PROCESS)
+    groups = with_reference_logprobs(model, groups, tok.pad_token_id, cfg, SINGLE_PROCESS)
     stamps = [time.perf_counter()]
     fit(
         model,
@@ -93,7 +93,7 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
         SINGLE_PROCESS,
         hooks={"on_step": lambda s, row: stamps.append(time.perf_counter()), "desc": "bench dpo (ours)"},
     )
-    seqs = sum(len(g["responses"]) for g in groups[:prompts_per_step])
+    seqs = sum(len(g.responses) for g in groups[:prompts_per_step])
     tokens = sum(len(g["query"]) + len(r) for g in groups for r in g["responses"]) / sum(
         len(g["responses"]) for g in groups
     )

@@ -39,7 +39,7 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
         return orig(self, *a, **kw)
 
     def recording(groups, pad_id):  # which completions training puts through the model
-        trained.update({g["prompt_id"]: len(g["responses"]) for g in groups})
+        trained.update({g.prompt_id: len(g.responses) for g in groups})
         return orig_collate(groups, pad_id)
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", counting)

@@ -208,6 +208,7 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     from tasks.config import DPOConfig
     from tasks.lm.generation import pack, response_logprobs
     from tasks.losses import dpo_loss
+    from tasks.train.comparisons import ComparisonGroup, Pair
     from tasks.train.dpo import collate_dpo, dpo_step
 
     model, tok = lm
@@ -216,11 +217,11 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     for i in range(len(PROMPTS)):
         resp = [s["response"] for s in samples if s["prompt_index"] == i]
         pairs = [
-            (a, b, 0.0, None) if (a + b + i) % 2 else (b, a, 0.0, None) for a, b in itertools.combinations(range(4), 2)
+            Pair(a, b, 0.0, None, None) if (a + b + i) % 2 else Pair(b, a, 0.0, None, None)
+            for a, b in itertools.combinations(range(4), 2)
         ]
-        groups.append(
-            {"query": samples[4 * i]["query"], "responses": resp, "pairs": pairs, "ref": [-1.5 * len(r) for r in resp]}
-        )
+        ref = [-1.5 * len(r) for r in resp]
+        groups.append(ComparisonGroup(str(i), samples[4 * i]["query"], resp, pairs, ref))
     cfg = DPOConfig()
     model.train()
     loss, stats = dpo_step(model, collate_dpo(groups, tok.pad_token_id), cfg)
@@ -228,12 +229,12 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     assert stats["pairs"] == 18 and stats["sequences"] == 12
     q, ch, rj, ref_c, ref_r = [], [], [], [], []
     for g in groups:
-        for c, r, _, _ in g["pairs"]:
-            q.append(g["query"])
-            ch.append(g["responses"][c])
-            rj.append(g["responses"][r])
-            ref_c.append(g["ref"][c])
-            ref_r.append(g["ref"][r])
+        for pair in g.pairs:
+            q.append(g.query)
+            ch.append(g.responses[pair.chosen])
+            rj.append(g.responses[pair.rejected])
+            ref_c.append(g.ref[pair.chosen])
+            ref_r.append(g.ref[pair.rejected])
     seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)  # 36 rows
     want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.beta)
     want_grads = torch.autograd.grad(want, list(model.parameters()))

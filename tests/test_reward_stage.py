@@ -42,7 +42,8 @@ def test_tiny_repro_through_rm(tiny_pipeline):
     from tasks import config
     from tasks.lm.models import load_scalar_model
     from tasks.runtime.device import run_context
-    from tasks.train.reward_model import build_groups, score_groups
+    from tasks.train.comparisons import build_groups
+    from tasks.train.reward_model import score_groups
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     rm_cfg = SimpleNamespace(**params["rm"])
@@ -145,7 +146,8 @@ def rm_agreement(rm_dir, pairs, scorer):
     """Share of decided pairs (under `scorer`) that the RM in rm_dir orders like the scorer."""
     from tasks.lm.generation import pack
     from tasks.lm.models import load_scalar_model
-    from tasks.train.reward_model import load_reward_norm, response_ids, sequence_rewards
+    from tasks.train.comparisons import response_ids
+    from tasks.train.reward_model import load_reward_norm, sequence_rewards
 
     model, tok = load_scalar_model(rm_dir)
     pooling = load_reward_norm(rm_dir)["pooling"]

@@ -9,6 +9,7 @@ training, by the SFT model itself (= the policy before its first step), for the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -21,28 +22,30 @@ from tasks.losses import dpo_loss
 from tasks.runtime.context import SINGLE_PROCESS, RunContext
 from tasks.runtime.device import seed_everything
 from tasks.runtime.result import TrainResult
+from tasks.train.comparisons import ComparisonGroup, accuracies, build_groups, collate_groups
 from tasks.train.loop import fit, items_seen
-from tasks.train.reward_model import accuracies, build_groups, collate_groups
 
 
-def sequence_logprobs(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext, desc=None) -> list[list[float]]:
+def sequence_logprobs(
+    model, groups: list[ComparisonGroup], pad_id: int, cfg, ctx: RunContext, desc=None
+) -> list[list[float]]:
     """Σ_t log π(y_t | x, y_<t) of every completion of every group (forward only), in group order."""
-    queries = [g["query"] for g in groups for _ in g["responses"]]
-    responses = [resp for g in groups for resp in g["responses"]]
+    queries = [g.query for g in groups for _ in g.responses]
+    responses = [resp for g in groups for resp in g.responses]
     token_logps = batched_logprobs(model, queries, responses, pad_id, 1.0, cfg.eval_batch_size, ctx, desc=desc)
-    return regroup([lp.sum().item() for lp in token_logps], [len(g["responses"]) for g in groups])
+    return regroup([lp.sum().item() for lp in token_logps], [len(g.responses) for g in groups])
 
 
-def add_reference_logprobs(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext) -> None:
-    """Store log π_ref of each completion in its group (one forward per completion, ever)."""
-    for g, ref in zip(groups, sequence_logprobs(model, groups, pad_id, cfg, ctx, "reference log-probs")):
-        g["ref"] = ref
+def with_reference_logprobs(model, groups: list[ComparisonGroup], pad_id: int, cfg, ctx: RunContext):
+    """The groups with log π_ref of each completion (one forward per completion, ever)."""
+    refs = sequence_logprobs(model, groups, pad_id, cfg, ctx, "reference log-probs")
+    return [replace(g, ref=ref) for g, ref in zip(groups, refs)]
 
 
-def collate_dpo(groups: list[dict], pad_id: int) -> dict:
+def collate_dpo(groups: list[ComparisonGroup], pad_id: int) -> dict:
     """Every completion of the groups once (collate_groups) + their reference log-probs."""
     batch = collate_groups(groups, pad_id)
-    batch["ref"] = torch.tensor([x for g in groups for x in g["ref"]])
+    batch["ref"] = torch.tensor([x for g in groups for x in g.ref])
     return batch
 
 
@@ -64,11 +67,11 @@ def dpo_step(model, batch, cfg):
     }
 
 
-def implicit_accuracy(model, groups: list[dict], pad_id: int, cfg, ctx: RunContext) -> dict:
+def implicit_accuracy(model, groups: list[ComparisonGroup], pad_id: int, cfg, ctx: RunContext) -> dict:
     """Share of pairs whose implicit reward β(log π − log π_ref) ranks them like the label (accuracy) and
     like the noiseless gold order (gold_accuracy, when the pairs carry gold scores)."""
     lps = sequence_logprobs(model, groups, pad_id, cfg, ctx, "held-out implicit rewards")
-    return accuracies(groups, [[a - b for a, b in zip(lp, g["ref"])] for lp, g in zip(lps, groups)])
+    return accuracies(groups, [[a - b for a, b in zip(lp, g.ref)] for lp, g in zip(lps, groups)])
 
 
 def train_dpo(
@@ -86,8 +89,11 @@ def train_dpo(
     train, held = build_groups(pairs, tok, cfg)
     # before any update, and only for what will be read: max_steps can stop training before it reaches
     # every group, and then only the groups its seeded batches draw need a reference log-prob
-    seen = [train[i] for i in items_seen(len(train), cfg)]
-    add_reference_logprobs(model, seen + held, tok.pad_token_id, cfg, ctx)
+    seen = items_seen(len(train), cfg)
+    with_ref = with_reference_logprobs(model, [train[i] for i in seen] + held, tok.pad_token_id, cfg, ctx)
+    for i, g in zip(seen, with_ref):
+        train[i] = g
+    held = with_ref[len(seen) :]
     model = add_lora(model, cfg.lora)
     history = fit(
         model,
@@ -106,8 +112,8 @@ def train_dpo(
         **metrics,
         "train_loss_last": history[-1]["loss"],
         "steps": len(history),
-        "n_train_pairs": sum(len(g["pairs"]) for g in train),
-        "n_train_completions": sum(len(g["responses"]) for g in train),
+        "n_train_pairs": sum(len(g.pairs) for g in train),
+        "n_train_completions": sum(len(g.responses) for g in train),
     }
     save_pretrained(model, tok, out_dir, ctx)
     return TrainResult(str(out_dir), history, metrics)

@@ -6,7 +6,6 @@ initialises the critic from the reward model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from functools import partial
@@ -14,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from tasks.lm.batching import encode_prompt, regroup
-from tasks.lm.generation import pack
+from tasks.lm.batching import regroup
 from tasks.lm.models import add_lora, load_scalar_model, merged, save_pretrained
 from tasks.losses import reward_model_loss
 from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 from tasks.runtime.device import seed_everything
 from tasks.runtime.result import TrainResult
+from tasks.train.comparisons import ComparisonGroup, accuracies, build_groups, collate_groups
 from tasks.train.loop import fit
 
 NORM_FILE = "reward_norm.json"
@@ -63,72 +62,6 @@ def sequence_rewards(model, packed: dict, pooling: str = "last") -> torch.Tensor
     return s.gather(1, last[:, None]).squeeze(1)
 
 
-def response_ids(tok, text: str, ended: bool, max_len: int) -> list[int]:
-    ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
-    return ids + [tok.eos_token_id] if ended and len(ids) < max_len else ids or [tok.eos_token_id]
-
-
-def is_heldout(prompt_id: str, frac: float) -> bool:
-    return int(hashlib.sha1(prompt_id.encode()).hexdigest(), 16) % 10_000 < frac * 10_000
-
-
-def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False) -> tuple[list[dict], list[dict]]:
-    """Pairs grouped by prompt, each completion tokenized once: (train groups, held-out groups).
-
-    cfg needs max_length, max_prompt_len and heldout_frac (the RM's and DPO's configs have them); the
-    held-out prompts are a hash of the prompt id, so the RM and DPO hold out the same ones.
-    """
-    by_prompt: dict[str, dict] = {}
-    max_resp = cfg.max_length - cfg.max_prompt_len
-    for p in pairs:
-        g = by_prompt.setdefault(
-            p["prompt_id"],
-            {
-                "prompt_id": p["prompt_id"],
-                "query": encode_prompt(p["prompt"], tok, cfg.max_prompt_len),
-                "texts": {},
-                "responses": [],
-                "pairs": [],
-            },
-        )
-        idx = []
-        for side in ("chosen", "rejected"):
-            key = (p[side], p[f"{side}_ended"])
-            if key not in g["texts"]:
-                g["texts"][key] = len(g["responses"])
-                g["responses"].append(response_ids(tok, *key, max_resp))
-            idx.append(g["texts"][key])
-        gold = (p.get("gold_chosen"), p.get("gold_rejected"))
-        g["pairs"].append((*idx, float(p.get("margin", 0.0)) if use_margin else 0.0, gold))
-    groups = list(by_prompt.values())
-    return (
-        [g for g in groups if not is_heldout(g["prompt_id"], cfg.heldout_frac)],
-        [g for g in groups if is_heldout(g["prompt_id"], cfg.heldout_frac)],
-    )
-
-
-def collate_groups(groups: list[dict], pad_id: int) -> dict:
-    """All completions of the groups in one packed batch + index tensors of the pairs."""
-    queries, responses, chosen, rejected, margins, group_ids = [], [], [], [], [], []
-    for group_id, g in enumerate(groups):
-        offset = len(responses)
-        queries += [g["query"]] * len(g["responses"])
-        responses += g["responses"]
-        for c, r, margin, _gold in g["pairs"]:
-            chosen.append(offset + c)
-            rejected.append(offset + r)
-            margins.append(margin)
-            group_ids.append(group_id)
-    batch = pack(queries, responses, pad_id)
-    batch.update(
-        chosen=torch.tensor(chosen),
-        rejected=torch.tensor(rejected),
-        margin=torch.tensor(margins),
-        group=torch.tensor(group_ids),
-    )
-    return batch
-
-
 def rm_loss(model, batch, center_coef: float, pooling: str = "last"):
     r = sequence_rewards(model, batch, pooling)
     rc, rr = r[batch["chosen"]], r[batch["rejected"]]
@@ -138,7 +71,7 @@ def rm_loss(model, batch, center_coef: float, pooling: str = "last"):
 
 @torch.no_grad()
 def score_groups(
-    model, groups: list[dict], pad_id: int, batch_size: int, ctx: RunContext, pooling: str = "last"
+    model, groups: list[ComparisonGroup], pad_id: int, batch_size: int, ctx: RunContext, pooling: str = "last"
 ) -> list[list[float]]:
     """Rewards of every completion of every group, in group order."""
     model.eval()
@@ -147,21 +80,7 @@ def score_groups(
         batch = to_device(collate_groups(groups[i : i + batch_size], pad_id), ctx.device)
         with ctx.autocast():
             flat += sequence_rewards(model, batch, pooling).cpu().tolist()
-    return regroup(flat, [len(g["responses"]) for g in groups])
-
-
-def accuracies(groups: list[dict], rewards: list[list[float]]) -> dict:
-    """Share of pairs the RM orders like the label, and like the noiseless gold order (gold ties skipped)."""
-    lab, gold = [], []
-    for g, r in zip(groups, rewards):
-        for c, rj, _, (gc, gr) in g["pairs"]:
-            lab.append(r[c] > r[rj])
-            if gc is not None and gc != gr:
-                gold.append((r[c] > r[rj]) == (gc > gr))
-    out = {"accuracy": sum(lab) / max(len(lab), 1), "n_pairs": len(lab)}
-    if gold:
-        out["gold_accuracy"] = sum(gold) / len(gold)
-    return out
+    return regroup(flat, [len(g.responses) for g in groups])
 
 
 def freeze_bottom(model, n_layers: int) -> None:
