@@ -69,7 +69,7 @@ def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from tasks.train.loop import fit
 
     cfg = DPOConfig(
-        beta=0.1,
+        kl_coef=0.1,
         loss_type="sigmoid",
         batch_size=prompts_per_step,
         max_steps=WARMUP + steps,

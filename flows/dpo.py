@@ -15,7 +15,7 @@ def train(cfg, out_dir, ctx, on_step):
 
 def knobs(cfg) -> dict:
     variant = "ipo" if cfg.loss_type == "ipo" else ("cdpo" if cfg.label_smoothing > 0 else "dpo")
-    return {"kl_coef": cfg.beta, "loss_type": cfg.loss_type, "variant": variant}
+    return {"kl_coef": cfg.kl_coef, "loss_type": cfg.loss_type, "variant": variant}
 
 
 if __name__ == "__main__":

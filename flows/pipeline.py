@@ -71,7 +71,7 @@ KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml ke
     "algorithms": "pipeline.algorithms",
     "ppo_kl_coef": "ppo.kl.coef",
     "ptx_coef": "ppo.ptx_coef",
-    "dpo_kl_coef": "dpo.beta",
+    "dpo_kl_coef": "dpo.kl_coef",
     "rto_kl_coef": "rto.kl.coef",
     "grpo_kl_coef": "grpo.kl.coef",
     "grpo_group_size": "grpo.group_size",
@@ -169,13 +169,13 @@ def pipeline(
 
     Args:
         algorithms: which policy stages train (the others record 'skipped'); rto needs dpo
-        ppo_kl_coef: beta of PPO-ptx's KL penalty to the SFT model
+        ppo_kl_coef: the coefficient of PPO-ptx's KL penalty to the SFT model
         ptx_coef: PPO-ptx: weight of the pretraining LM loss (0: plain PPO)
-        dpo_kl_coef: DPO's beta (its implicit KL strength)
-        rto_kl_coef: beta of RTO's KL penalty
-        grpo_kl_coef: beta of GRPO's KL to the SFT model
+        dpo_kl_coef: DPO's KL strength (its beta)
+        rto_kl_coef: the coefficient of RTO's KL penalty
+        grpo_kl_coef: the coefficient of GRPO's KL to the SFT model
         grpo_group_size: responses GRPO samples per prompt
-        rloo_kl_coef: beta of RLOO's KL penalty
+        rloo_kl_coef: the coefficient of RLOO's KL penalty
         rloo_group_size: responses RLOO samples per prompt
         overrides: any other params.yaml value, as section.key=value (e.g. sft.lr=1e-4)
         as_experiment: record the run as a DVC experiment (off, with no overrides: plain dvc repro)

@@ -243,8 +243,8 @@ class KLConfig(Section):
     estimator: Literal["k1", "k2", "k3"] = Field(
         "k1", description="per-token KL estimator (k1: log-ratio, k3: always >= 0)"
     )
-    coef: float = Field(0.02, ge=0, description="beta: KL penalty coefficient (start value when adaptive)")
-    adaptive: bool = Field(True, description="adapt beta to hit kl.target (Ziegler et al. 2019)")
+    coef: float = Field(0.02, ge=0, description="the KL penalty coefficient beta (start value when adaptive)")
+    adaptive: bool = Field(True, description="adapt the coefficient to hit kl.target (Ziegler et al. 2019)")
     target: float = Field(5.0, gt=0, description="target sequence-level KL in nats (adaptive controller)")
     horizon: int = Field(10000, ge=1, description="controller horizon in episodes")
 
@@ -381,7 +381,7 @@ class DPOConfig(TrainConfig):
     batch_size: int = Field(
         4, ge=1, description="prompts per optimizer step: all K-choose-2 pairs of a prompt share it"
     )
-    beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint")
+    kl_coef: float = Field(0.1, gt=0, description="DPO's beta: strength of the implicit KL constraint to SFT")
     loss_type: Literal["sigmoid", "ipo"] = Field(
         "sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO"
     )
@@ -389,7 +389,7 @@ class DPOConfig(TrainConfig):
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts held out (same hash split as the RM)")
 
-    _b = field_validator("beta", "label_smoothing", mode="before")(_no_nan)
+    _b = field_validator("kl_coef", "label_smoothing", mode="before")(_no_nan)
 
 
 class RTOConfig(PPOConfig):
@@ -510,7 +510,7 @@ class TrackingConfig(Section):
 # frontier field -> the params key it sweeps (the KL strength of each policy stage)
 FRONTIER_KNOBS = {
     "ppo_kl_coef": "ppo.kl.coef",
-    "dpo_kl_coef": "dpo.beta",
+    "dpo_kl_coef": "dpo.kl_coef",
     "rto_kl_coef": "rto.kl.coef",
     "grpo_kl_coef": "grpo.kl.coef",
     "rloo_kl_coef": "rloo.kl.coef",
@@ -523,7 +523,7 @@ class FrontierConfig(Section):
         description="ppo.kl.coef of each sweep experiment (one point per value)",
     )
     dpo_kl_coef: list[float] = Field(
-        default_factory=lambda: [0.03, 0.3, 1.0], description="dpo.beta of each sweep experiment"
+        default_factory=lambda: [0.03, 0.3, 1.0], description="dpo.kl_coef of each sweep experiment"
     )
     rto_kl_coef: list[float] = Field(
         default_factory=lambda: [0.003, 0.03, 0.1], description="rto.kl.coef of each sweep experiment"

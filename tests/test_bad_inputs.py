@@ -27,7 +27,13 @@ BAD = [
         "params.yaml: rm.batch_size: Input should be a valid integer",
     ),
     ("negative-lr", "flows.dpo", {"dpo": {"lr": -1e-5}}, None, "params.yaml: dpo.lr: Input should be greater than 0"),
-    ("beta-zero", "flows.dpo", {"dpo": {"beta": 0.0}}, None, "params.yaml: dpo.beta: Input should be greater than 0"),
+    (
+        "kl-coef-zero",
+        "flows.dpo",
+        {"dpo": {"kl_coef": 0.0}},
+        None,
+        "params.yaml: dpo.kl_coef: Input should be greater than 0",
+    ),
     (
         "k-below-2",
         "flows.sample",
@@ -315,7 +321,7 @@ def test_a_stage_refused_inside_a_pipeline_run_is_its_failed_node(tiny_pipeline)
         parent = client.create_flow_run(pipeline_stand_in, state=Running())
     text = (root / "params.yaml").read_text()
     try:
-        (root / "params.yaml").write_text(yaml.safe_dump(patched(yaml.safe_load(text), {"dpo": {"beta": 0.0}})))
+        (root / "params.yaml").write_text(yaml.safe_dump(patched(yaml.safe_load(text), {"dpo": {"kl_coef": 0.0}})))
         proc = run_cmd(
             root,
             "python",
@@ -331,4 +337,4 @@ def test_a_stage_refused_inside_a_pipeline_run_is_its_failed_node(tiny_pipeline)
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         nodes = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(parent.id))])))
     assert [n.name for n in nodes] == ["dpo"]
-    assert nodes[0].state.type.value == "FAILED" and "dpo.beta" in nodes[0].state.message
+    assert nodes[0].state.type.value == "FAILED" and "dpo.kl_coef" in nodes[0].state.message

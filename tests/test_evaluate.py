@@ -103,7 +103,7 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
             "data": {
                 "params": {
                     "params.yaml": {
-                        "data": {"ppo": {"kl": {"coef": coef}}, "dpo": {"beta": 0.1}, "rto": {"kl": {"coef": 0.01}}}
+                        "data": {"ppo": {"kl": {"coef": coef}}, "dpo": {"kl_coef": 0.1}, "rto": {"kl": {"coef": 0.01}}}
                     }
                 },
                 "metrics": {f"metrics/eval/{a}.json": {"data": m} for a, m in metrics.items()},

@@ -236,7 +236,7 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
             ref_c.append(g.ref[pair.chosen])
             ref_r.append(g.ref[pair.rejected])
     seq = response_logprobs(model, pack(q + q, ch + rj, tok.pad_token_id)).sum(1)  # 36 rows
-    want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.beta)
+    want, _, _ = dpo_loss(seq[:18], seq[18:], torch.tensor(ref_c), torch.tensor(ref_r), cfg.kl_coef)
     want_grads = torch.autograd.grad(want, list(model.parameters()))
     model.eval()
     assert torch.allclose(loss, want, rtol=1e-6, atol=0)

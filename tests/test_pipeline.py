@@ -319,7 +319,7 @@ def test_the_ui_shows_the_run_form_and_the_stage_nodes(full, browser, tmp_path):
         run = next(r for r in runs if r.deployment_id == deployment.id and r.state and r.state.is_completed())
     ui = api.removesuffix("/api")
     browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
-    WebDriverWait(browser, 90).until(lambda d: "params.yaml dpo.beta" in d.page_source)
+    WebDriverWait(browser, 90).until(lambda d: "params.yaml dpo.kl_coef" in d.page_source)
     page = browser.page_source
     assert "params.yaml ppo.kl.coef" in page and "which policy stages do work" in page
     browser.save_screenshot(str(shots / "prefect-run-form.png"))

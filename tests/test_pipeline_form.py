@@ -20,13 +20,13 @@ def test_the_form_shows_params_yaml_values_with_descriptions_and_bounds():
     assert props["algorithms"]["default"] == config.load("pipeline", params).algorithms
     assert props["algorithms"]["items"]["enum"] == ["ppo", "dpo", "rto", "grpo", "rloo"]  # a multi-select
     assert props["ppo_kl_coef"]["default"] == ppo.kl.coef and props["ppo_kl_coef"]["minimum"] == 0
-    assert props["dpo_kl_coef"]["default"] == dpo.beta and props["dpo_kl_coef"]["exclusiveMinimum"] == 0
+    assert props["dpo_kl_coef"]["default"] == dpo.kl_coef and props["dpo_kl_coef"]["exclusiveMinimum"] == 0
     assert props["rto_kl_coef"]["default"] == rto.kl.coef and props["ptx_coef"]["default"] == ppo.ptx_coef
     grpo = config.load("grpo", params)
     assert props["grpo_kl_coef"]["default"] == grpo.kl.coef and props["grpo_group_size"]["minimum"] == 2
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
-    assert props["dpo_kl_coef"]["description"].startswith("params.yaml dpo.beta: ")
+    assert props["dpo_kl_coef"]["description"].startswith("params.yaml dpo.kl_coef: ")
 
 
 @pytest.mark.parametrize(

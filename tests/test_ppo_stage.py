@@ -30,7 +30,7 @@ def test_tiny_ppo_changes_the_policy_and_raises_the_rm_score(tiny_pipeline):
     need = {
         "rm_score",
         "kl",
-        "beta",
+        "kl_coef",
         "policy_loss",
         "value_loss",
         "ptx_loss",
@@ -50,7 +50,7 @@ def test_tiny_ppo_changes_the_policy_and_raises_the_rm_score(tiny_pipeline):
     assert len(mlflow.MlflowClient().get_metric_history(run["run_id"], "ppo/kl")) == 4
     versions = mlflow.MlflowClient().search_model_versions("name = 'rlhf-policy'")
     ppo = [v for v in versions if v.tags.get("stage") == "ppo"]
-    assert ppo and ppo[0].tags["algorithm"] == "ppo-ptx" and "final_beta" in ppo[0].tags
+    assert ppo and ppo[0].tags["algorithm"] == "ppo-ptx" and "final_kl_coef" in ppo[0].tags
     # the eval stage put its numbers on the training run and in its own nested run, sortable by win_rate
     assert mlflow.MlflowClient().get_run(run["run_id"]).data.metrics["eval/kl"] == pytest.approx(m["ppo"]["kl"])
     ev = mlflow.search_runs(

@@ -33,7 +33,7 @@ class OnlineCheckpoint:
             opt.load_state_dict(state[OPTIMIZER_KEYS[name]])
         prompt_rng.setstate(decode_random_state(state["prompt_rng"]))
         running.load_state(state["running"])
-        return state["step"], state["beta"], state["history"]
+        return state["step"], state["kl_coef"], state["history"]
 
     def maybe_save(self, done: int, ctx, modules: dict, optimizers: dict, loop_state: dict) -> None:
         """After `done` iterations, when a checkpoint is due and iterations remain (rank 0 writes it)."""

@@ -161,7 +161,7 @@ def iteration_metrics(it: int, roll: Rollout, scores: Scores, adv: Advantages, s
         "score": scores.score.mean().item(),
         **terms,
         "kl": adv.kl.sum(1).mean().item(),
-        "beta": beta,
+        "kl_coef": beta,
         "response_length": mask.sum(1).mean().item(),
         "eos_rate": roll.ended.float().mean().item(),
         "reward_total": rewards.sum(1).mean().item(),
@@ -237,7 +237,7 @@ def train_ppo(
         history.append(row)
         if on_iter := hooks.get("on_iter"):
             on_iter(it + 1, row)
-        ckpt.maybe_save(it + 1, ctx, modules, optimizers, {"beta": beta, "history": history})
+        ckpt.maybe_save(it + 1, ctx, modules, optimizers, {"kl_coef": beta, "history": history})
         ctx.barrier()
     pol.model = merged(pol.model)
     return save_policy(pol, history, cfg, out_dir, ctx)
@@ -248,7 +248,7 @@ def save_policy(pol: Policy, history: list[dict], cfg, out_dir, ctx: RunContext)
     if ctx.is_main:
         pol.model.save_pretrained(out_dir, safe_serialization=True)
         pol.tok.save_pretrained(out_dir)
-    metrics = {"kl_target": cfg.kl.target, "final_beta": history[-1]["beta"], "iterations": len(history)}
+    metrics = {"kl_target": cfg.kl.target, "final_kl_coef": history[-1]["kl_coef"], "iterations": len(history)}
     if "token_reward" in history[-1]:  # RTO: the DPO model's token-wise reward, so a person sees it working
         metrics.update(
             token_reward_mean=sum(r["token_reward"] for r in history) / len(history),

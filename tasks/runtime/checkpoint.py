@@ -22,7 +22,7 @@ from tasks.runtime.files import atomic_path
 
 # Raise it whenever what a checkpoint holds changes shape (a model wrapped differently, a state key renamed):
 # older checkpoints are then ignored instead of failing in load_state_dict.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 def encode_random_state(state: tuple) -> str:

@@ -55,7 +55,7 @@ def dpo_step(model, batch, cfg):
     lengths = batch["response_mask"].sum(1)
     c, r, ref = batch["chosen"], batch["rejected"], batch["ref"]
     loss, rc, rr = dpo_loss(
-        seq[c], seq[r], ref[c], ref[r], cfg.beta, cfg.loss_type, cfg.label_smoothing, (lengths[c], lengths[r])
+        seq[c], seq[r], ref[c], ref[r], cfg.kl_coef, cfg.loss_type, cfg.label_smoothing, (lengths[c], lengths[r])
     )
     return loss, {
         "reward_chosen": rc.mean().item(),
