@@ -42,8 +42,8 @@ def child(module: str, *args) -> dict:
 
 def tiny_model_dir(dest: Path) -> Path:
     """The tests' tiny random Llama (2 layers, hidden 64, a 512-token BPE trained on the corpus)."""
-    from tasks.config import BaseConfig
     from tasks.lm.base_model import ensure_pad_token, tiny_model
+    from tasks.sections.data import BaseConfig
 
     model, tok = tiny_model(BaseConfig(model="tiny"), ROOT / "data/reviews.jsonl")
     ensure_pad_token(model, tok)

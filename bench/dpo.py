@@ -61,9 +61,9 @@ def peak_rss_mb() -> float:
 def run_ours(model_dir: str, prompts_per_step: int, steps: int) -> dict:
     from functools import partial
 
-    from tasks.config import DPOConfig
     from tasks.lm.models import load_lm
     from tasks.runtime.context import SINGLE_PROCESS
+    from tasks.sections.training import DPOConfig
     from tasks.train.comparisons import build_groups
     from tasks.train.dpo import collate_dpo, dpo_step, with_reference_logprobs
     from tasks.train.loop import fit

@@ -36,9 +36,9 @@ def loop(model_dir: str, steps: int, on_step=None) -> float:
     """The SFT stage's work, bare: load the model, encode the data, run its training loop (tasks.train.loop.fit
     with the SFT loss). Timed whole, like the flow below, so the two differ only by what wraps the work."""
 
-    from tasks.config import SFTConfig
     from tasks.lm.batching import collate
     from tasks.lm.models import load_lm
+    from tasks.sections.training import SFTConfig
     from tasks.train.loop import fit
     from tasks.train.sft import lm_loss
 

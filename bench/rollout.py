@@ -62,8 +62,8 @@ def plain_generate(model, tok, prompts: list[str], batch: int) -> int:
 
 
 def ours(model, tok, prompts: list[str], batch: int) -> int:
-    from tasks.config import Generation
     from tasks.lm.generation import sample
+    from tasks.sections.data import Generation
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=batch)
     return sum(len(r["response"]) for r in sample(model, tok, prompts, 1, cfg, seed=0))
@@ -97,8 +97,8 @@ def timed(fn, *args) -> tuple[float, int]:
 
 def copy_kl(model, copy, tok, prompts: list[str]) -> float:
     """Mean per-token KL(policy || sampling copy) of next-token distributions on the policy's own samples."""
-    from tasks.config import Generation
     from tasks.lm.generation import pack, response_logits, sample
+    from tasks.sections.data import Generation
 
     cfg = Generation(max_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0, batch_size=16)
     s = sample(model, tok, prompts, 1, cfg, seed=1)

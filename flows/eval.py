@@ -20,8 +20,9 @@ from tasks import config
 from tasks.eval.evaluate import champion_gate, evaluate_policies
 from tasks.eval.report import eval_figure, eval_table, head_to_head_table
 from tasks.runtime.device import run_context
+from tasks.sections.stages import POLICY_STAGES
 
-POLICIES = config.POLICY_STAGES
+POLICIES = POLICY_STAGES
 
 
 def trained() -> dict:

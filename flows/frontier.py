@@ -22,8 +22,9 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.frontier import KL_KNOBS, plot, points, write_points
+from tasks.eval.frontier import plot, points, write_points
 from tasks.runtime.errors import die_cleanly
+from tasks.sections.stages import KL_KNOBS, POLICY_STAGES
 
 PNG = PLOTS / "frontier.png"
 
@@ -33,10 +34,10 @@ def sweep() -> list[str]:
     cfg = config.load("frontier", params)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     experiments = {}
-    for i, values in enumerate(zip(*(getattr(cfg, name) for name in config.FRONTIER_KNOBS))):
+    for i, values in enumerate(zip(*(getattr(cfg, name) for name in KL_KNOBS))):
         for seed in cfg.seeds:
-            seeds = seed_settings(list(KL_KNOBS), seed, params)
-            experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(config.FRONTIER_KNOBS.values(), values)) | seeds
+            seeds = seed_settings(list(POLICY_STAGES), seed, params)
+            experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(KL_KNOBS.values(), values)) | seeds
     return run_batch(experiments, cfg.jobs, "frontier sweep")
 
 

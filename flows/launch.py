@@ -34,6 +34,8 @@ from tasks.runtime.context import RunContext
 from tasks.runtime.device import pick_device, run_context
 from tasks.runtime.errors import PipelineError, die_cleanly
 from tasks.runtime.result import TrainResult
+from tasks.sections.run import ComputeConfig
+from tasks.sections.stages import ONLINE_STAGES
 
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `python -m flows.launch` finds the project's packages
 
@@ -41,7 +43,7 @@ CODE_ROOT = Path(__file__).resolve().parent.parent  # where `python -m flows.lau
 def check_divisible(stage: str, cfg, n: int) -> None:
     """Every process must get an equal slice of each batch (DDP all-reduces once per update), and the
     critic-free stages whole groups of responses (a group's baseline never crosses processes)."""
-    if stage in config.ONLINE_STAGES:
+    if stage in ONLINE_STAGES:
         group = getattr(cfg, "group_size", 1)
         sizes = {"rollout_batch_size": cfg.rollout_batch_size, "minibatch_size": cfg.minibatch_size}
         need, why = n, ""
@@ -151,7 +153,7 @@ def main() -> None:
 
     job_file, result_file = sys.argv[1:3]
     job = json.loads(Path(job_file).read_text())
-    compute = config.ComputeConfig.model_validate(job["compute"])
+    compute = ComputeConfig.model_validate(job["compute"])
     cfg = config.section_type(job["stage"]).model_validate(job["cfg"])
     module, name = job["function"].split(":")
     train_fn = getattr(importlib.import_module(module), name)

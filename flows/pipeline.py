@@ -18,7 +18,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import Task, flow, get_run_logger, task
 from pydantic import TypeAdapter, ValidationError
@@ -29,6 +29,7 @@ from flows.paths import METRICS, ROOT
 from tasks import config
 from tasks.runtime.errors import PipelineError
 from tasks.runtime.files import git_commit
+from tasks.sections.stages import KL_KNOBS, POLICY_STAGES, PolicyStage
 
 
 def form_field(section: str, dotted: str) -> Any:
@@ -67,15 +68,11 @@ def check_knob(arg: str, value: Any) -> None:
         raise PipelineError(f"{arg}: {e.errors()[0]['msg']} (got {value!r})") from None
 
 
-KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml key
+KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml key (every policy stage's KL strength)
     "algorithms": "pipeline.algorithms",
-    "ppo_kl_coef": "ppo.kl.coef",
+    **KL_KNOBS,
     "ptx_coef": "ppo.ptx_coef",
-    "dpo_kl_coef": "dpo.kl_coef",
-    "rto_kl_coef": "rto.kl.coef",
-    "grpo_kl_coef": "grpo.kl.coef",
     "grpo_group_size": "grpo.group_size",
-    "rloo_kl_coef": "rloo.kl.coef",
     "rloo_group_size": "rloo.group_size",
 }
 KNOBS = {arg: form_field(*key.split(".", 1)) for arg, key in KNOB_KEYS.items()}  # defaults: today's params.yaml
@@ -152,7 +149,7 @@ def run_dvc(args: list[str], env: dict) -> str:
 
 @flow(name="rlhf-pipeline", log_prints=True)
 def pipeline(
-    algorithms: list[Literal["ppo", "dpo", "rto", "grpo", "rloo"]] = KNOBS["algorithms"],
+    algorithms: list[PolicyStage] = KNOBS["algorithms"],
     ppo_kl_coef: float = KNOBS["ppo_kl_coef"],
     ptx_coef: float = KNOBS["ptx_coef"],
     dpo_kl_coef: float = KNOBS["dpo_kl_coef"],
@@ -233,7 +230,7 @@ def pipeline(
         logged |= {"kl_coef": logged.pop("ppo_kl_coef"), "ptx_coef": logged.pop("ptx_coef")}
         mlflow.log_params(logged | {"algorithms": ",".join(config.load("pipeline", params).algorithms)})
         results = {}
-        for policy in ("sft", *config.POLICY_STAGES):
+        for policy in ("sft", *POLICY_STAGES):
             path = METRICS / "eval" / f"{policy}.json"
             m = json.loads(path.read_text()) if path.exists() else {}
             if "kl" in m:

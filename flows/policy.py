@@ -9,6 +9,7 @@ from flows.common import run_stage, skipped, step_logger
 from flows.online import check_reward
 from flows.stages import check_batches_split, check_prompt_lengths, policy_stage, train_in_processes
 from tasks import config
+from tasks.sections.stages import ONLINE_STAGES
 
 SECTIONS = ("sample", "compute", "tracking", "pipeline")  # what every policy stage reads besides its own
 
@@ -34,7 +35,7 @@ def policy_flow(stage: str, train, knobs):
 
 
 def main(stage: str, train, knobs) -> None:
-    online = stage in config.ONLINE_STAGES
+    online = stage in ONLINE_STAGES
     sections = (stage, "ppo", *SECTIONS) if online else (stage, *SECTIONS)
     checks = (check_batches_split(stage), check_prompt_lengths(stage), check_reward(stage))
     run_stage(policy_flow(stage, train, knobs), sections, *(checks if online else checks[:1]))

@@ -10,13 +10,15 @@ from flows.stages import check_batches_split, checkpoint_dir, register, train_in
 from tasks import config
 from tasks.runtime.files import atomic_path, read_jsonl
 from tasks.runtime.result import TrainResult
+from tasks.sections.policy import RM_REWARD
+from tasks.sections.stages import ONLINE_STAGES
 from tasks.train.reward_model import train_rm
 
 
 def rm_users(params: dict) -> list[str]:
     """The online stages that train in this run and whose reward includes the trained RM."""
     algorithms = config.load("pipeline", params).algorithms
-    return [s for s in config.ONLINE_STAGES if s in algorithms and config.RM_REWARD in config.load(s, params).reward]
+    return [s for s in ONLINE_STAGES if s in algorithms and RM_REWARD in config.load(s, params).reward]
 
 
 def train(cfg, out_dir, ctx, on_step) -> TrainResult:
@@ -59,6 +61,6 @@ def rm_flow() -> dict:
 if __name__ == "__main__":
     run_stage(
         rm_flow,
-        ("rm", "compute", "tracking", "pipeline", "ppo", "rto", "grpo", "rloo"),
+        ("rm", "compute", "tracking", "pipeline", *ONLINE_STAGES),
         check_batches_split("rm"),
     )

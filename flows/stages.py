@@ -17,16 +17,7 @@ from tasks.lm.batching import encode_prompt, require_chat_template
 from tasks.lm.models import load_lm, load_scalar_model
 from tasks.runtime.errors import PipelineError
 from tasks.runtime.files import atomic_path
-
-# stage -> (prompt split it generates from, section whose max_prompt_len applies)
-PROMPT_SPLITS = {
-    "sample": ("comparison", "sample"),
-    "ppo": ("policy", "ppo"),
-    "rto": ("policy", "rto"),
-    "grpo": ("policy", "grpo"),
-    "rloo": ("policy", "rloo"),
-    "eval": ("eval", "eval"),
-}
+from tasks.sections.stages import STAGES
 
 
 def prompts(split: str) -> list:
@@ -46,7 +37,7 @@ def check_prompt_lengths(stage: str):
     def check(params: dict) -> int:
         from transformers import AutoTokenizer
 
-        split, section = PROMPT_SPLITS[stage]
+        split, section = STAGES[stage].prompt_split, stage
         if stage == "eval":
             split = config.load("eval", params).split
         if not (PREPARED / f"{split}.jsonl").exists() or not (MODELS / "sft").is_dir():

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tasks.runtime.files import git_commit
+from tasks.sections.stages import ONLINE_STAGES
 
 # What the logged model needs to be loaded back: pinned like pyproject.toml. Passing it explicitly keeps
 # MLflow from importing torchvision etc. to infer requirements (that inference fails on transformers 5).
@@ -54,7 +55,7 @@ def _prefect_run_id() -> str | None:
 
 def metric_prefix(stage: str) -> str:
     """Per-step metric names: train/<name> for the supervised loop (sft, rm, dpo), <stage>/<name> for RL stages."""
-    return "train/" if stage in ("sft", "rm", "dpo") else f"{stage}/"
+    return f"{stage}/" if stage in ONLINE_STAGES else "train/"
 
 
 @contextlib.contextmanager

@@ -69,8 +69,8 @@ def test_base_chat_template_is_given_to_the_saved_tokenizer(tmp_path, monkeypatc
     from transformers import AutoTokenizer
 
     from flows.paths import ROOT
-    from tasks.config import BaseConfig
     from tasks.lm.base_model import build_base
+    from tasks.sections.data import BaseConfig
 
     template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
     monkeypatch.chdir(tmp_path)  # a relative .jinja path is read from the working directory (the project root)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tasks.config import Generation as SamplingConfig
 from tasks.lm.base_model import tiny_tokenizer
 from tasks.lm.generation import InverseCDFDraw, batched_logprobs, inverse_cdf_sampler, sample
+from tasks.sections.data import Generation as SamplingConfig
 
 TEXTS = [
     "the movie was great and the acting was superb",
@@ -205,9 +205,9 @@ def test_grouped_dpo_step_equals_the_pairwise_loss_and_gradients(lm):
     batches them) to float32 rounding (1e-6 relative)."""
     import itertools
 
-    from tasks.config import DPOConfig
     from tasks.lm.generation import pack, response_logprobs
     from tasks.losses import dpo_loss
+    from tasks.sections.training import DPOConfig
     from tasks.train.comparisons import ComparisonGroup, Pair
     from tasks.train.dpo import collate_dpo, dpo_step
 

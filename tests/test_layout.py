@@ -9,11 +9,10 @@ import pytest
 from tests.import_graph import NOT_DEPS, REPO, cycles, graph, stage_modules
 
 # tasks/ from the bottom up: a module may import its own package and those before it, never one after it.
-# config.py and losses.py sit at the top of tasks/ and import nothing above runtime/.
-LAYERS = ("runtime", "config", "losses", "lm", "data", "label", "train", "rl", "eval")
+# config.py (reading params.yaml into the typed sections/) and losses.py sit at the top of tasks/.
+LAYERS = ("runtime", "sections", "config", "losses", "lm", "data", "label", "train", "rl", "eval")
 MAX_LINES = {"tasks/config.py": 400}  # every other file in tasks/ and flows/: 300
-# Over budget today, held where they are so they cannot grow (issue 33 is not finished here: see docs/results.md).
-STILL_LONG = {"tasks/config.py": 667, "tasks/losses.py": 341}
+STILL_LONG = {"tasks/losses.py": 341}  # over budget, held where it is so it cannot grow (docs/results.md)
 MAX_PARAMS = 8
 
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from tasks.config import ComputeConfig
 from tasks.lm.models import FP32Linear, fp32_heads
 from tasks.runtime.device import cpu_bf16_native, pick_device
 from tasks.runtime.errors import PipelineError
+from tasks.sections.run import ComputeConfig
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"

@@ -2,6 +2,7 @@
 
 import re
 
+from tasks.sections.data import BaseConfig
 from tests.conftest import REPO
 
 SOURCES = [p for d in ("tasks", "flows", "bench") for p in (REPO / d).rglob("*.py")]
@@ -26,7 +27,7 @@ def test_defaults_are_safe():
 
     params = config.read_params(REPO / "params.yaml")
     assert config.load("base", params).trust_remote_code is False
-    assert config.BaseConfig.model_fields["trust_remote_code"].default is False
+    assert BaseConfig.model_fields["trust_remote_code"].default is False
     # every from_pretrained of weights in the project asks for safetensors
     for p in SOURCES:
         for call in re.findall(r"ModelFor\w+\.from_pretrained\(([^)]*)\)", p.read_text(), flags=re.S):

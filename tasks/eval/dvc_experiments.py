@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.config import POLICY_STAGES
 from tasks.eval import stats
 from tasks.runtime.files import atomic_path
+from tasks.sections.stages import POLICY_STAGES
 
 AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")  # rm_score: where an RM was trained
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tasks.config import FRONTIER_KNOBS
 from tasks.eval import stats
 from tasks.eval.dvc_experiments import param, revisions
 from tasks.runtime.files import atomic_path
+from tasks.sections.stages import POLICY_STAGES, STAGES
 
-KL_KNOBS = {key.split(".")[0]: key for key in FRONTIER_KNOBS.values()}  # algorithm -> its KL-strength knob
 VALUES = ("kl", "gold_reward", "win_rate_gold")
 COLUMNS = ["experiments", "coef", "n_seeds"] + [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
 
@@ -26,12 +25,12 @@ def points(exp_show: list, level: float = 0.95) -> dict[str, list[dict]]:
     runs: dict[tuple, dict] = {}
     for rev, params, metrics in [*revisions(exp_show, None), *revisions(exp_show, "frontier-")]:
         for algo, m in metrics.items():
-            coef = param(params, KL_KNOBS[algo]) or param(params, "ppo.kl.coef")  # rto, rloo may inherit ppo's
+            coef = param(params, STAGES[algo].kl_knob) or param(params, "ppo.kl.coef")  # rto, rloo may inherit ppo's
             runs.setdefault((algo, coef, m["kl"]), {"experiment": rev, **m})  # listed twice: one run
     grouped: dict[tuple, list[dict]] = {}
     for (algo, coef, _), m in runs.items():
         grouped.setdefault((algo, coef), []).append(m)
-    out: dict[str, list[dict]] = {a: [] for a in KL_KNOBS}
+    out: dict[str, list[dict]] = {a: [] for a in POLICY_STAGES}
     for (algo, coef), ms in grouped.items():
         row = {"experiments": " ".join(m["experiment"] for m in ms), "coef": coef, "n_seeds": len(ms)}
         for v in VALUES:
@@ -72,7 +71,7 @@ def plot(pts: dict[str, list[dict]], sft_gold: float | None, png: Path, level: f
             fmt="o-",
             capsize=3,
             color=f"C{i}",
-            label=f"{algo} ({KL_KNOBS[algo]}, ≤{seeds} seeds)",
+            label=f"{algo} ({STAGES[algo].kl_knob}, ≤{seeds} seeds)",
         )
         for r in rows:
             ax.annotate(

@@ -31,7 +31,6 @@ import torch
 from tqdm import tqdm
 
 from tasks import losses
-from tasks.config import RM_REWARD
 from tasks.label.gold import scored_text
 from tasks.lm.generation import response_logits
 from tasks.lm.models import merged
@@ -42,6 +41,7 @@ from tasks.rl.rollout import Rollout, Scores, rollout, score_rollout
 from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 from tasks.runtime.device import seed_everything
 from tasks.runtime.result import TrainResult
+from tasks.sections.policy import RM_REWARD
 from tasks.train.reward_model import TokenScorer
 
 RM_SCORE = "rm_score"  # the RM term's normalized score in the logs (the dvc plots and MLflow charts use it)

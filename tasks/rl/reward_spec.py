@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from tasks.config import RM_REWARD
 from tasks.label.gold import load_scorer, scored_text
 from tasks.runtime.errors import PipelineError
+from tasks.sections.policy import RM_REWARD
 from tasks.train.reward_model import normalized
 
 

@@ -1,0 +1,156 @@
+"""The sections about a whole run rather than one stage: which algorithms run, evaluation and its champion gate,
+compute, tracking, and the frontier and seed sweeps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tasks.sections.base import Section, distinct, no_nan
+from tasks.sections.data import Generation
+from tasks.sections.stages import KL_KNOBS, PolicyStage, Stage
+
+
+class PipelineConfig(Section):
+    algorithms: list[PolicyStage] = Field(
+        default_factory=lambda: ["ppo", "dpo", "rto"],
+        description="which policy stages do work (the others record 'skipped'); rto needs dpo",
+    )
+    prompt_overflow: Literal["truncate", "refuse"] = Field(
+        "truncate", description="prompts over a stage's max_prompt_len: keep their last tokens (counted) or stop"
+    )
+
+    @model_validator(mode="after")
+    def _rto_needs_dpo(self):
+        if "rto" in self.algorithms and "dpo" not in self.algorithms:
+            raise ValueError("rto uses the dpo stage's model: add dpo to pipeline.algorithms")
+        return self
+
+
+class ChampionConfig(Section):
+    max_kl: float = Field(
+        5.0, gt=0, description="a policy is a candidate only if its mean KL to SFT (nats) is at most this"
+    )
+    min_win_rate: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="a candidate needs the lower end of its gold win-rate interval vs SFT at least this high",
+    )
+    alias: str = Field("champion", min_length=1, description="registry alias set on the winning model version")
+
+    _m = field_validator("max_kl", "min_win_rate", mode="before")(no_nan)
+
+
+class EvalConfig(Section):
+    split: Literal["eval", "tune"] = Field(
+        "eval",
+        description="prompts to evaluate on: eval (the reported numbers) or tune (carved from the policy "
+        "prompts, for choosing hyperparameters without seeing the eval prompts)",
+    )
+    max_prompts: int | None = Field(None, ge=2, description="use the first N prompts of the split (None: all)")
+    samples_per_prompt: int = Field(
+        2, ge=1, description="samples per prompt and policy, compared pairwise with SFT's and averaged per prompt"
+    )
+    ci_level: float = Field(0.95, gt=0, lt=1, description="level of every reported interval")
+    _c = field_validator("ci_level", mode="before")(no_nan)
+    bootstrap_resamples: int = Field(2000, ge=100, description="bootstrap resamples of the prompts")
+    seed: int = Field(1234, description="sampling and bootstrap seed (same for every policy)")
+    max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
+    ppl_max_length: int = Field(128, ge=8, description="tokens per text for held-out perplexity")
+    ppl_texts: int = Field(32, ge=1, description="held-out pretraining texts for the perplexity")
+    batch_size: int = Field(16, ge=1, description="forward-only batch size")
+    generation: Generation = Field(
+        default_factory=lambda: Generation(batch_size=64), description="evaluation sampling (DPO paper: T = 1)"
+    )
+    greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
+    champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
+
+
+class ComputeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train: auto picks cuda when present")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 where the device computes it natively (GPU, CPU with amx/avx512_bf16)"
+    )
+    fp32_stages: list[Stage] = Field(
+        default_factory=lambda: ["dpo"],
+        description="stages that compute in fp32 whatever precision resolves to (bf16 moved DPO beyond seed noise)",
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+    num_processes: int = Field(
+        1,
+        ge=1,
+        description="training processes for the training stages: > 1 runs them under "
+        "`accelerate launch`, data-parallel (DDP: gloo on CPU, NCCL on GPUs)",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="an accelerate config file (FSDP, DeepSpeed, several "
+        "machines) for accelerate launch; None: plain DDP",
+    )
+
+
+class TrackingConfig(Section):
+    experiment: str = Field("rlhf-pipeline", description="MLflow experiment name")
+    register_models: bool = Field(True, description="register each trained model as a new model version")
+    registered_prefix: str = Field("rlhf", description="registered model names are '<prefix>-<stage>'")
+
+
+class FrontierConfig(Section):
+    ppo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.005, 0.05, 0.1],
+        description="ppo.kl.coef of each sweep experiment (one point per value)",
+    )
+    dpo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.03, 0.3, 1.0], description="dpo.kl_coef of each sweep experiment"
+    )
+    rto_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.003, 0.03, 0.1], description="rto.kl.coef of each sweep experiment"
+    )
+    grpo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1, 0.3], description="grpo.kl.coef of each sweep experiment"
+    )
+    rloo_kl_coef: list[float] = Field(
+        default_factory=lambda: [0.005, 0.05, 0.1], description="rloo.kl.coef of each sweep experiment"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="each value of the sweep runs once per seed (the policy stages' seed); points average them",
+    )
+    jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
+
+    _s = field_validator("seeds")(distinct)
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        lists = [getattr(self, name) for name in KL_KNOBS]
+        if len({len(v) for v in lists}) != 1 or not lists[0]:
+            raise ValueError(
+                f"{', '.join(KL_KNOBS)} need the same, non-zero number of values (experiment i runs value i of each)"
+            )
+        if min(sum(lists, [])) <= 0:
+            raise ValueError("every coefficient must be > 0")
+        return self
+
+
+class SeedsConfig(Section):
+    values: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], description="the seeds: one DVC experiment each (make seeds N=3: 0..N-1)"
+    )
+    stages: list[Stage] = Field(
+        default_factory=lambda: ["ppo", "dpo", "rto"],
+        description="stages whose seed is set (rto, grpo, rloo take ppo's unless they set one); the others are "
+        "shared: same data and RM",
+    )
+    level: float = Field(0.95, gt=0, lt=1, description="level of the interval over seeds (Student's t)")
+    jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
+
+    _s = field_validator("values")(distinct)
+    _l = field_validator("level", mode="before")(no_nan)
+
+    @model_validator(mode="after")
+    def _two(self):
+        if len(self.values) < 2:
+            raise ValueError("seeds.values needs at least 2 seeds for an interval over seeds")
+        return self
