@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import os
@@ -18,8 +19,20 @@ from tasks.runtime.files import atomic_path, write_json
 TRACKING_URI = f"sqlite:///{MLFLOW_DB}"  # unless MLFLOW_TRACKING_URI says otherwise
 
 
+_PARAMS_CACHE: dict = {}
+
+
 def read_params() -> dict:
-    return config.read_params(PARAMS)
+    """params.yaml, parsed once per process while the file stays the same (a stage reads it at every step of its
+    flow; `dvc exp run -S` and tests rewrite it between runs, so a changed file is read again)."""
+    try:
+        stat = PARAMS.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None
+    if key is None or _PARAMS_CACHE.get("key") != key:
+        _PARAMS_CACHE.update(key=key, params=config.read_params(PARAMS))
+    return copy.deepcopy(_PARAMS_CACHE["params"])
 
 
 class NoTracebackForUserErrors(logging.Filter):
