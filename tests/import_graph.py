@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -103,7 +104,68 @@ def stage_modules(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, tuple[set[str
     return out
 
 
+def package_of(module: str) -> str:
+    """tasks/rl/ppo.py -> tasks/rl; tasks/config.py -> tasks/config.py; flows/x.py -> flows."""
+    parts = module.split("/")
+    return "flows" if parts[0] == "flows" else "/".join(parts[:2])
+
+
+def picture(path: Path) -> None:
+    """The layout in one picture: flows over tasks' packages in layer order with their modules, and a bracket on
+    the left for every package that imports another (always downwards)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tests.test_layout import LAYERS
+
+    order = ["flows"] + [f"tasks/{n}.py" if n in ("config", "losses") else f"tasks/{n}" for n in reversed(LAYERS)]
+    edges = {(package_of(m), package_of(t)) for m, ts in graph().items() for t in ts}
+    edges = sorted((a, b) for a, b in edges if a != b and a in order and b in order)
+    y = {name: -i for i, name in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(order) + 0.8))
+    for name in order:
+        label = name.removeprefix("tasks/") + ("" if name.endswith(".py") else "/")
+        ax.text(
+            0,
+            y[name],
+            label,
+            ha="center",
+            va="center",
+            fontsize=10,
+            family="monospace",
+            bbox={"boxstyle": "round", "fc": "#f7eee8" if name == "flows" else "#e8eef7"},
+        )
+        if not name.endswith(".py"):
+            files = sorted(p.stem for p in (REPO / name).glob("*.py") if p.stem != "__init__")
+            text = textwrap.fill("  ".join(files), 96)
+            ax.text(4.1, y[name], text, ha="left", va="center", fontsize=8, family="monospace")
+    for a, b in edges:
+        arm = 12 + 9 * (len(order) + y[a]) + 3 * (y[a] - y[b])  # one rail per importing package
+        ax.annotate(
+            "",
+            xy=(-0.55, y[b]),
+            xytext=(-0.55, y[a]),
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "#8899aa",
+                "lw": 0.8,
+                "connectionstyle": f"arc,angleA=180,angleB=180,armA={arm},armB={arm},rad=4",
+            },
+        )
+    ax.set_xlim(-3.5, 14)
+    ax.set_ylim(-len(order) + 0.4, 0.6)
+    ax.axis("off")
+    ax.set_title("tasks/ by concern; every import points down (tests/test_layout.py)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--picture"]:  # python -m tests.import_graph --picture docs/img/layout.png
+        picture(Path(sys.argv[2]))
+        raise SystemExit
     for stage, (listed, needed) in stage_modules().items():
         print(f"{stage}: {sorted(needed)}")
         if listed != needed:

@@ -132,7 +132,7 @@ class Int8WeightLinear(torch.nn.Module):
 
 
 def sampling_copy(model, precision: str):
-    """The model that draws PPO/RTO rollouts: the policy itself (fp32), a copy with bf16 weights, or a bf16
+    """The model that draws the online stages' rollouts: the policy itself (fp32), a copy with bf16 weights, or a bf16
     copy whose linear layers (the LM head too) hold int8 weights (Int8WeightLinear).
 
     Only the sampling distribution moves: the update's old log-probs and every log-prob it trains on come

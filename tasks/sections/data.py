@@ -63,7 +63,7 @@ class Splits(Section):
     sft: float = Field(0.40, gt=0, lt=1, description="share of reviews used as SFT demonstrations")
     sft_val: float = Field(0.05, gt=0, lt=1, description="held-out demonstrations (SFT held-out loss)")
     comparison: float = Field(0.20, gt=0, lt=1, description="prompts for comparison sampling (RM data)")
-    policy: float = Field(0.15, gt=0, lt=1, description="prompts for policy training (PPO / RTO)")
+    policy: float = Field(0.15, gt=0, lt=1, description="prompts for the online policy stages (ppo, rto, grpo, rloo)")
     pretrain: float = Field(0.10, gt=0, lt=1, description="held-out full reviews: PPO-ptx LM data and perplexity")
     eval: float = Field(0.10, gt=0, lt=1, description="held-out evaluation prompts")
 
