@@ -226,24 +226,20 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return (groups - others).reshape(-1)
 
 
-# ---------------------------------------------------------------- advantage estimators (verl's core_algos registry)
+# ---------------------------------------------------------------- advantage estimators, by name (verl's core_algos)
+# estimate(rewards, values, mask, cfg) -> (advantages, returns), all (B, L): per-token rewards (the score at the last
+# response token, minus β·KL_t when the KL is in the reward), the critic's values and targets (None without one);
+# cfg: the stage's section, whose `advantage` names the estimator (a literal of its config too).
 @dataclass(frozen=True)
 class AdvantageEstimator:
-    """estimate(rewards, values, mask, cfg) -> (advantages, returns): rewards, mask (B, L) per-token rewards
-    (the score at the last response token, minus β·KL_t when the KL is in the reward); values (B, L) the
-    critic's, None without one; returns (B, L) the critic's targets, None without one. cfg: the stage's
-    section (gamma, lam, group_size, scale_rewards, ...). critic: whether the estimator needs a value model."""
-
     estimate: Callable
-    critic: bool
+    critic: bool  # it needs a value model
 
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 
 
 def register_advantage(name: str, critic: bool = False):
-    """Make an estimator selectable as `<section>.advantage: name` (add the name to the config's Literal too)."""
-
     def register(fn: Callable) -> Callable:
         ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(fn, critic)
         return fn
@@ -252,20 +248,17 @@ def register_advantage(name: str, critic: bool = False):
 
 
 @register_advantage("gae", critic=True)
-def gae_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO: GAE(γ, λ) over the per-token rewards against the critic's values (`gae` above)."""
+def gae_advantages(rewards, values, mask, cfg):  # PPO
     return gae(rewards, values, mask, cfg.gamma, cfg.lam)
 
 
 @register_advantage("grpo")
-def grpo_token_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, None]:
-    """GRPO: each response's summed reward -> its group-relative advantage, on every one of its tokens."""
+def grpo_token_advantages(rewards, values, mask, cfg):  # a response's advantage on every one of its tokens
     return grpo_advantages(rewards.sum(1), cfg.group_size, cfg.scale_rewards)[:, None] * mask, None
 
 
 @register_advantage("rloo")
-def rloo_token_advantages(rewards, values, mask, cfg) -> tuple[torch.Tensor, None]:
-    """RLOO: each response's summed reward minus its group's leave-one-out mean, on every one of its tokens."""
+def rloo_token_advantages(rewards, values, mask, cfg):
     return rloo_advantages(rewards.sum(1), cfg.group_size)[:, None] * mask, None
 
 

@@ -12,7 +12,7 @@ from tests.import_graph import NOT_DEPS, REPO, cycles, graph, stage_modules
 # config.py (reading params.yaml into the typed sections/) and losses.py sit at the top of tasks/.
 LAYERS = ("runtime", "sections", "config", "losses", "lm", "data", "label", "train", "rl", "eval")
 MAX_LINES = {"tasks/config.py": 400}  # every other file in tasks/ and flows/: 300
-STILL_LONG = {"tasks/losses.py": 341}  # over budget, held where it is so it cannot grow (docs/results.md)
+STILL_LONG = {"tasks/losses.py": 334}  # over budget, held where it is so it cannot grow (docs/results.md)
 MAX_PARAMS = 8
 
 
