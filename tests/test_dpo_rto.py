@@ -22,7 +22,7 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     from tasks import config
     from tasks.runtime.files import read_jsonl
     from tasks.train.dpo import train_dpo
-    from tasks.train.loop import dpo
+    from tasks.train import dpo
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "labels", PREFECT_API_URL=tiny_pipeline["prefect_api"])

@@ -124,7 +124,9 @@ def test_ppo_on_a_python_reward_without_an_rm_starts_its_critic_from_sft(tiny_pi
     update = {"reward": {"tasks.label.gold:shorter": 1.0}, "iterations": 1, "ptx_coef": 0.0}
     cfg = config.load("ppo", params).model_copy(update=update)
     history = train_ppo(cfg, policy_inputs(root, skipped_rm), tmp_path / "ppo").history
-    assert "rm_score" not in history[0] and "value_loss" in history[0] and "reward_tasks.gold.shorter" in history[0]
+    assert (
+        "rm_score" not in history[0] and "value_loss" in history[0] and "reward_tasks.label.gold.shorter" in history[0]
+    )
 
 
 def mean_rule_reward(model_dir, tok, prompts, gen) -> float:
@@ -161,7 +163,7 @@ def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
     assert (root / "models/rm/SKIPPED").exists()
     assert json.loads((root / "metrics/rm.json").read_text()) == {"skipped": 1}
     rows = list(csv.DictReader(open(root / "metrics/grpo_steps.csv")))
-    assert len(rows) == 6 and "reward_tasks.gold.shorter" in rows[0] and "rm_score" not in rows[0]
+    assert len(rows) == 6 and "reward_tasks.label.gold.shorter" in rows[0] and "rm_score" not in rows[0]
     prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/eval.jsonl")][:64]
     tok = load_lm(root / "models/sft")[1]
     before, after = (mean_rule_reward(root / f"models/{m}", tok, prompts, gen) for m in ("sft", "grpo"))
