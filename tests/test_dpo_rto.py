@@ -21,8 +21,8 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
     exactly the completions training reaches (all of them in 2 epochs, a few in 2 steps), once each."""
     from tasks import config
     from tasks.runtime.files import read_jsonl
-    from tasks.train.dpo import train_dpo
     from tasks.train import dpo
+    from tasks.train.dpo import train_dpo
 
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "labels", PREFECT_API_URL=tiny_pipeline["prefect_api"])

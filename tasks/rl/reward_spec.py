@@ -29,7 +29,7 @@ def needs_rm(spec: dict[str, float]) -> bool:
 
 
 def metric_name(name: str) -> str:
-    """A column / MLflow metric name of a reward term ('tasks.label.gold:shorter' -> 'reward_tasks.label.gold.shorter')."""
+    """A reward term's column / MLflow metric name ('tasks.label.gold:shorter' -> 'reward_tasks.label.gold.shorter')."""
     return "reward_" + name.replace(":", ".")
 
 
