@@ -5,7 +5,7 @@ flows/entry.py checks the skip before this module (and torch, Prefect) loads."""
 
 from prefect import flow, task
 
-from flows.common import run_stage, skipped, step_logger
+from flows.common import read_params, run_stage, skipped, step_logger
 from flows.online import check_reward
 from flows.stages import check_batches_split, check_prompt_lengths, policy_stage, train_in_processes
 from tasks import config
@@ -26,8 +26,6 @@ def policy_flow(stage: str, train, knobs):
     def stage_flow() -> dict:
         if skipped(stage):
             return {}
-        from flows.common import read_params
-
         logged = {"algorithm": stage, **knobs(config.load(stage, read_params()))}
         return policy_stage(stage, train_task, logged)
 
