@@ -55,7 +55,7 @@ def trained(model_dir) -> bool:
 
 
 class Policy:
-    """The trained policy, its frozen reference, the critic (PPO, RTO; None for GRPO/RLOO) and the reward
+    """The trained policy, its frozen reference, the critic (when the advantage estimator needs one) and the reward
     (the RM and/or Python functions, params `reward`); with LoRA, the reference is the policy with its adapter
     disabled (no second copy in memory)."""
 
