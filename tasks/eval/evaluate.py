@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tasks.eval import stats
+from tasks.eval.length_control import lc_interval, pair_differences, pair_outcomes
 from tasks.label.gold import load_scorer, scored_text
 from tasks.lm.batching import collate, encode_example
 from tasks.lm.generation import batched_logprobs, pack, sample
@@ -74,6 +75,7 @@ def policy_samples(model, tok, prompts, gen_cfg, k: int, seed: int, scoring: Sco
     s = sample(model, tok, prompts, k, gen_cfg, seed, scoring.ctx, scoring.max_prompt_len)
     index = [x["prompt_index"] for x in s]
     out = {"samples": s, "gold": stats.by_prompt(gold_scores(scoring.scorer, prompts, s), index, len(prompts))}
+    out["length"] = stats.by_prompt([len(x["response"]) for x in s], index, len(prompts))  # tokens
     if scoring.rm is not None:
         rm = rm_scores(scoring.rm, scoring.norm, s, tok.pad_token_id, scoring.ctx)
         out["rm"] = stats.by_prompt(rm, index, len(prompts))
@@ -115,6 +117,18 @@ def summarize(values: dict, samples: list[dict], indices: np.ndarray, level: flo
         "response_length": sum(len(x["response"]) for x in samples) / len(samples),
         "no_eos_rate": sum(not x["ended"] for x in samples) / len(samples),
     }
+
+
+def length_controlled(pol: dict, base: dict, indices: np.ndarray, level: float) -> dict:
+    """Each judge's length-controlled win rate vs SFT (tasks/eval/length_control.py) and the response-length
+    difference to SFT in tokens, each with its paired-bootstrap interval."""
+    diff = pair_differences(pol["length"], base["length"])
+    m = stats.flat("length_diff", stats.interval(diff.mean(axis=1), indices, level))
+    for judge in ("gold", "rm"):
+        if judge in pol:
+            lc = lc_interval(pair_outcomes(pol[judge], base[judge]), diff, indices, level)
+            m |= stats.flat(f"lc_win_rate_{judge}", lc)
+    return m
 
 
 def head_to_head(gold: dict[str, np.ndarray], indices: np.ndarray, level: float) -> dict:
@@ -244,6 +258,7 @@ def evaluate_policies(
         pol = base if path is None else policy_samples(policy, tok, prompts, cfg.generation, k, cfg.seed, scoring)
         kl = policy_kl(policy, sft, tok, pol, n, ctx, cfg.batch_size)
         m = summarize(per_prompt(pol, base, kl), pol["samples"], indices, cfg.ci_level)
+        m |= length_controlled(pol, base, indices, cfg.ci_level)
         m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
         if cfg.greedy:  # greedy decoding: the policy's mode, judged the same way
             g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, 1, cfg.seed, scoring)

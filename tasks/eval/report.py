@@ -20,16 +20,20 @@ def _plus_minus(m: dict, name: str, width: int, digits: int) -> str:
 
 
 def eval_table(metrics: dict[str, dict], level: float) -> str:
-    """One row per policy: win rate vs SFT with its interval, wins/draws/losses, gold, RM and KL ± SE."""
+    """One row per policy: win rate vs SFT with its interval, its length-controlled value (LC) and the response
+    length difference to SFT (Δlen, tokens), wins/draws/losses, gold, RM and KL ± SE."""
     head = (
-        f"{'policy':<6} {'gold win rate vs SFT [' + f'{level:.0%}' + ' CI]':<30} {'W/D/L':<11} "
+        f"{'policy':<6} {'gold win rate vs SFT [' + f'{level:.0%}' + ' CI]':<30} {'LC':>6} {'Δlen':>5} {'W/D/L':<11} "
         f"{'gold reward ± SE':<17} {'RM score ± SE':<16} {'KL ± SE (nats)':<15}"
     )
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
         wdl = f"{m['n_wins']}/{m['n_draws']}/{m['n_losses']}"
+        lc = f"{m['lc_win_rate_gold']:6.1%}" if "lc_win_rate_gold" in m else f"{'—':>6}"
+        dlen = f"{m['length_diff']:+5.1f}" if "length_diff" in m else f"{'—':>5}"
         lines.append(
-            f"{name:<6} {_pct(m, 'win_rate_gold'):<30} {wdl:<11} {m['gold_reward']:7.3f} ± {m['gold_reward_se']:.3f}"
+            f"{name:<6} {_pct(m, 'win_rate_gold'):<30} {lc} {dlen} {wdl:<11}"
+            f" {m['gold_reward']:7.3f} ± {m['gold_reward_se']:.3f}"
             f"   {_plus_minus(m, 'rm_score', 7, 3)}  {m['kl']:6.2f} ± {m['kl_se']:.2f}"
         )
     n, k = next(iter(metrics.values()))["n_prompts"], next(iter(metrics.values()))["samples_per_prompt"]
