@@ -14,12 +14,14 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import MODELS, PLOTS
+from flows.paths import MODELS, PLOTS, ROOT
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.evaluate import champion_gate, evaluate_policies
 from tasks.eval.report import eval_figure, eval_table, head_to_head_table
+from tasks.label.gold import load_scorer
 from tasks.runtime.device import run_context
+from tasks.runtime.errors import PipelineError
 from tasks.sections.stages import POLICY_STAGES
 
 POLICIES = POLICY_STAGES
@@ -128,5 +130,19 @@ def eval_flow() -> dict:
     return {"results": {n: r["metrics"] for n, r in evaluated.items()}, "champion": decision}
 
 
+def check_judges(params: dict) -> None:
+    """A preflight: the lm judge's model is a model directory, and every function judge imports."""
+    cfg = config.load("eval", params)
+    if "lm" in cfg.judges and not (ROOT / cfg.judge_model / "config.json").exists():
+        raise PipelineError(
+            f"params.yaml: eval.judge_model: {cfg.judge_model} is not a model directory (no config.json)"
+        )
+    for entry in cfg.judges:
+        if ":" in entry:
+            load_scorer(entry, "eval.judges")
+
+
 if __name__ == "__main__":
-    run_stage(eval_flow, ("eval", "sample", "compute", "tracking", "pipeline"), check_prompt_lengths("eval"))
+    run_stage(
+        eval_flow, ("eval", "sample", "compute", "tracking", "pipeline"), check_prompt_lengths("eval"), check_judges
+    )

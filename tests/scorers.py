@@ -14,3 +14,13 @@ def nan_reward(prompt, response: str) -> float:
 def fewer_words(prompt, response: str) -> float:
     """A rule reward of (prompt, response): minus the response's word count (shorter is better)."""
     return -float(len(response.split()))
+
+
+def prefer_first(prompt, a: str, b: str) -> float:
+    """A pairwise judge that always prefers response A: position bias and nothing else."""
+    return 1.0
+
+
+def not_a_probability(prompt, a: str, b: str) -> float:
+    """A broken pairwise judge (eval must stop with one line)."""
+    return 1.5

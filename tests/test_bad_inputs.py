@@ -203,6 +203,20 @@ BAD = [
         "params.yaml: eval.samples_per_prompt: Input should be greater than or equal to 1",
     ),
     (
+        "unknown-judge",
+        "flows.eval",
+        {"eval": {"judges": ["gold", "oracle"]}},
+        None,
+        "params.yaml: eval.judges: 'oracle' is not gold, rm, lm or 'module:function'",
+    ),
+    (
+        "judge-model-missing",
+        "flows.eval",
+        {"eval": {"judges": ["gold", "lm"], "judge_model": "models/no-such-judge"}},
+        None,
+        "params.yaml: eval.judge_model: models/no-such-judge is not a model directory",
+    ),
+    (
         "level-of-one",
         "flows.eval",
         {"eval": {"ci_level": 1.0}},

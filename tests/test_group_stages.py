@@ -171,3 +171,39 @@ def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
     assert after > before  # 4 seeds of this run in-process: +0.57 to +1.25 words
     grpo = json.loads((root / "metrics/eval/grpo.json").read_text())
     assert "rm_score" not in grpo and "win_rate_rm" not in grpo and "kl" in grpo
+
+
+def test_eval_reports_every_judge_with_lc_and_position_consistency(tiny_pipeline):
+    """The eval task with an LM judge (the SFT model itself), a pairwise function that always answers A and a
+    pointwise function: each gets a win rate, an LC win rate and W/D/L; the always-A judge only ties."""
+    from tasks import config
+    from tasks.eval.evaluate import evaluate_policies
+    from tasks.runtime.context import SINGLE_PROCESS
+
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    params = config.read_params(root / "params.yaml")
+    judges = ["gold", "rm", "lm", "tests.scorers:prefer_first", "tests.scorers:more_the"]
+    patch = {"max_prompts": 4, "bootstrap_resamples": 100, "judges": judges, "judge_model": str(root / "models/sft")}
+    cfg = config.load("eval", params).model_copy(update=patch)
+    prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/eval.jsonl")]
+    texts = [json.loads(line)["text"] for line in open(root / "data/prepared/pretrain.jsonl")]
+    out = evaluate_policies(
+        {"sft_copy": root / "models/sft"},
+        root / "models/sft",
+        root / "models/rm",
+        cfg,
+        "tasks.label.gold:vader",
+        prompts,
+        texts,
+        SINGLE_PROCESS,
+    )
+    m = out["policies"]["sft_copy"]["metrics"]
+    for name in ("gold", "rm", "lm", "tests.scorers.prefer_first", "tests.scorers.more_the"):
+        assert 0 <= m[f"win_rate_{name}"] <= 1 and 0 <= m[f"lc_win_rate_{name}"] <= 1, name
+        assert m[f"win_rate_{name}_ci_low"] <= m[f"win_rate_{name}"] <= m[f"win_rate_{name}_ci_high"], name
+    assert m["win_rate_tests.scorers.prefer_first"] == 0.5 and m["position_consistency_tests.scorers.prefer_first"] == 0
+    assert 0 <= m["position_consistency_lm"] <= 1 and "position_consistency_tests.scorers.more_the" not in m
+    assert m["n_wins_lm"] + m["n_draws_lm"] + m["n_losses_lm"] == 4 and "length_diff_ci_low" in m
+    sft = out["policies"]["sft"]["metrics"]
+    assert sft["win_rate_lm"] == 0.5 and sft["lc_win_rate_gold"] == pytest.approx(0.5)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tasks.eval import stats
+from tasks.eval.judges import judge_metrics, load_judges
 from tasks.eval.length_control import lc_interval, pair_differences, pair_outcomes
 from tasks.label.gold import load_scorer, scored_text
 from tasks.lm.batching import collate, encode_example
@@ -246,9 +247,10 @@ def evaluate_policies(
     indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
     sft, tok = load_lm(sft_dir, ctx.device)
     rm, norm = None, {}
-    if (Path(rm_dir) / "config.json").exists():  # the rm stage records 'skipped' when no stage optimizes it
+    if "rm" in cfg.judges and (Path(rm_dir) / "config.json").exists():  # 'skipped' when no stage optimizes it
         rm, norm = load_scalar_model(rm_dir, ctx.device)[0].eval(), load_reward_norm(rm_dir)
     scoring = Scoring(ctx, cfg.max_prompt_len, scorer, rm, norm)
+    judges = load_judges(cfg.judges, cfg.judge_model, ctx, cfg.batch_size)
     greedy = cfg.generation.model_copy(update={"temperature": 0.0})
     base = policy_samples(sft, tok, prompts, cfg.generation, k, cfg.seed, scoring)
     base_greedy = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, scoring) if cfg.greedy else None
@@ -259,6 +261,8 @@ def evaluate_policies(
         kl = policy_kl(policy, sft, tok, pol, n, ctx, cfg.batch_size)
         m = summarize(per_prompt(pol, base, kl), pol["samples"], indices, cfg.ci_level)
         m |= length_controlled(pol, base, indices, cfg.ci_level)
+        for judge_name, judge in judges.items():
+            m |= judge_metrics(judge_name, judge, prompts, pol, base, path is None, cfg)
         m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
         if cfg.greedy:  # greedy decoding: the policy's mode, judged the same way
             g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, 1, cfg.seed, scoring)

@@ -66,6 +66,34 @@ class EvalConfig(Section):
     )
     greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
     champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
+    judges: list[str] = Field(
+        default_factory=lambda: ["gold", "rm"],
+        description="who compares each policy's responses with SFT's: gold (sample.gold_scorer), rm (the trained "
+        "RM), lm (a pairwise LM judge: eval.judge_model), 'module:function' (pairwise f(prompt, a, b) -> P(a > b), "
+        "or pointwise f(text) -> score); each gives its own win rate, LC win rate and W/D/L",
+    )
+    judge_model: str | None = Field(
+        None, description="the lm judge: a local model directory (its chat template when it has one)"
+    )
+
+    @field_validator("judges")
+    @classmethod
+    def _known_judges(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            mod, _, fn = entry.partition(":")
+            if entry not in ("gold", "rm", "lm") and not (mod and fn):
+                raise ValueError(f"{entry!r} is not gold, rm, lm or 'module:function'")
+        if "gold" not in v:
+            raise ValueError("gold is needed: the champion gate, the seeds and the frontier read its win rate")
+        if len(set(v)) != len(v):
+            raise ValueError("a judge is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _lm_needs_a_model(self):
+        if "lm" in self.judges and not self.judge_model:
+            raise ValueError("eval.judges has lm: set eval.judge_model to a local model directory")
+        return self
 
 
 class ComputeConfig(Section):

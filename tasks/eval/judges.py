@@ -1,0 +1,170 @@
+"""Pairwise judges of a policy's response against SFT's for the same prompt, beside the pointwise gold scorer and
+RM: a local causal LM asked which of two responses is better, or any `module:function` — pairwise
+f(prompt, a, b) -> P(a ≻ b), or pointwise f(text) -> score like a gold scorer.
+
+Every pair is judged in both orders (MT-Bench, AlpacaEval: LM judges favour a position): the policy wins when it
+is preferred as response A and as response B, loses when SFT is preferred both times, and orders that disagree
+count as a tie (½). The position-consistency rate is the share of pairs whose two orders agree.
+
+The LM judge's prompt (JUDGE_PROMPT, through the model's chat template when it has one) ends where the answer
+starts; P(A ≻ B) is the softmax over the next-token logits of "A" and "B" alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import numpy as np
+import torch
+
+from tasks.eval import stats
+from tasks.eval.length_control import lc_interval, pair_differences, pair_outcomes
+from tasks.label.gold import load_scorer, scored_text
+from tasks.lm.batching import render_completion
+from tasks.lm.models import load_lm
+from tasks.runtime.context import RunContext
+from tasks.runtime.errors import PipelineError
+
+JUDGE_PROMPT = (
+    "Two responses to the same prompt follow. Which one is better: more helpful, more fitting and better "
+    "written?\n\nPrompt: {prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\n"
+    "Answer with a single letter, A or B."
+)
+ANSWER_PREFIX = "Better response:"  # where the judge's letter goes (after the chat template's assistant turn)
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as the judge reads it: plain text, or the last user message of a conversation."""
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), render_completion(prompt))
+
+
+class LMJudge:
+    """P(A ≻ B) from a causal LM's next-token logits for "A" and "B" after JUDGE_PROMPT."""
+
+    def __init__(self, model, tok, ctx: RunContext, batch_size: int = 16):
+        self.model, self.tok, self.ctx, self.batch_size = model.eval(), tok, ctx, batch_size
+        ids = [tok(letter, add_special_tokens=False)["input_ids"] for letter in ("A", "B")]
+        if not all(ids) or ids[0][0] == ids[1][0]:
+            raise PipelineError("eval.judge_model: its tokenizer does not tell 'A' from 'B' apart as first tokens")
+        self.letters = [ids[0][0], ids[1][0]]
+
+    def render(self, prompt, a: str, b: str) -> str:
+        question = JUDGE_PROMPT.format(prompt=prompt_text(prompt), a=a, b=b)
+        if getattr(self.tok, "chat_template", None):
+            messages = [{"role": "user", "content": question}]
+            return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + ANSWER_PREFIX
+        return f"{question}\n{ANSWER_PREFIX}"
+
+    @torch.no_grad()
+    def __call__(self, triples: list[tuple]) -> list[float]:
+        """[(prompt, a, b)] -> [P(a ≻ b)], batched, left-padded so the last position is the answer's."""
+        out = []
+        for i in range(0, len(triples), self.batch_size):
+            texts = [self.render(*t) for t in triples[i : i + self.batch_size]]
+            ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+            width = max(len(x) for x in ids)
+            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.ctx.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.ctx.device)
+            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            with self.ctx.autocast():
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+            pair = logits[:, -1, self.letters].float()
+            out += torch.softmax(pair, dim=-1)[:, 0].tolist()
+        return out
+
+
+def function_judge(path: str):
+    """'module:function' as a judge: pairwise f(prompt, a, b) -> P(a ≻ b), or pointwise f(text) -> score."""
+    fn = load_scorer(path, "eval.judges")
+    params = [
+        p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) < 3:
+        return None, fn  # pointwise: the caller scores every sample, as with the gold scorer
+
+    def pairwise(triples: list[tuple]) -> list[float]:
+        out = []
+        for prompt, a, b in triples:
+            p = fn(prompt, a, b)
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0.0 <= float(p) <= 1.0):
+                raise PipelineError(f"eval.judges: {path} returned {p!r}, not a probability in [0, 1]")
+            out.append(float(p))
+        return out
+
+    return pairwise, None
+
+
+def both_orders(judge, prompts: list, pol_samples: list[dict], sft_samples: list[dict], k: int) -> dict:
+    """Every policy sample against every SFT sample of its prompt, in both orders: (n, k·k) outcomes (1 policy
+    wins, ½ tie or disagreeing orders, 0 SFT wins) in pair_outcomes' order, and the position-consistency rate."""
+    n = len(prompts)
+    pol = [[s for s in pol_samples if s["prompt_index"] == p] for p in range(n)]
+    sft = [[s for s in sft_samples if s["prompt_index"] == p] for p in range(n)]
+    pairs = [(p, a["text"], b["text"]) for p in range(n) for a in pol[p] for b in sft[p]]
+    first = judge([(prompts[p], a, b) for p, a, b in pairs])  # P(policy ≻ SFT), policy as A
+    second = judge([(prompts[p], b, a) for p, a, b in pairs])  # P(SFT ≻ policy), SFT as A
+    wins = np.array([x > 0.5 for x in first]) & np.array([y < 0.5 for y in second])
+    losses = np.array([x < 0.5 for x in first]) & np.array([y > 0.5 for y in second])
+    outcomes = np.where(wins, 1.0, np.where(losses, 0.0, 0.5)).reshape(n, k * k)
+    return {"outcomes": outcomes, "position_consistency": float((wins | losses).mean()), "calls": 2 * len(pairs)}
+
+
+def pointwise_scores(fn, prompts: list, samples: list[dict]) -> list[float]:
+    """A pointwise judge's score of every sample (as the gold scorer reads it: prompt + response)."""
+    return [float(fn(scored_text(prompts[s["prompt_index"]], s["text"]))) for s in samples]
+
+
+def judge_name(entry: str) -> str:
+    """An eval.judges entry as it appears in metric names: lm, or the function's dotted path."""
+    return entry.replace(":", ".")
+
+
+def load_judges(entries: list[str], judge_model: str | None, ctx: RunContext, batch_size: int) -> dict:
+    """{name: (pairwise judge or None, pointwise scorer or None)} for the entries beyond gold and rm (those two
+    are the evaluation's own pointwise scores)."""
+    judges = {}
+    for entry in entries:
+        if entry in ("gold", "rm"):
+            continue
+        if entry == "lm":
+            try:
+                model, tok = load_lm(judge_model, ctx.device)
+            except (OSError, ValueError) as e:
+                raise PipelineError(f"params.yaml: eval.judge_model: cannot load {judge_model!r} ({e})") from None
+            judges["lm"] = (LMJudge(model, tok, ctx, batch_size), None)
+        else:
+            judges[judge_name(entry)] = function_judge(entry)
+    return judges
+
+
+def judge_metrics(name: str, judge: tuple, prompts: list, pol: dict, base: dict, same: bool, cfg) -> dict:
+    """One judge's win rate vs SFT (and its LC value, W/D/L, position consistency for a pairwise judge), each
+    with its paired-bootstrap interval. pol / base: eval's samples of the policy and SFT; same: the policy is
+    SFT itself (every pair a tie, nothing to ask)."""
+    pairwise, pointwise = judge
+    n, k = len(prompts), cfg.samples_per_prompt
+    out = {}
+    if same:
+        outcomes = np.full((n, k * k), 0.5)
+    elif pairwise is not None:
+        judged = both_orders(pairwise, prompts, pol["samples"], base["samples"], k)
+        outcomes, out[f"position_consistency_{name}"] = judged["outcomes"], judged["position_consistency"]
+    else:
+        scores = [
+            stats.by_prompt(pointwise_scores(pointwise, prompts, x["samples"]), index_of(x), n) for x in (pol, base)
+        ]
+        outcomes = pair_outcomes(*scores)
+    indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
+    diff = pair_differences(pol["length"], base["length"])
+    per_prompt = outcomes.mean(axis=1)
+    out |= stats.flat(f"win_rate_{name}", stats.interval(per_prompt, indices, cfg.ci_level))
+    out |= stats.flat(f"lc_win_rate_{name}", lc_interval(outcomes, diff, indices, cfg.ci_level))
+    return out | {f"{key}_{name}": v for key, v in stats.outcome_counts(per_prompt).items()}
+
+
+def index_of(samples: dict) -> list[int]:
+    return [s["prompt_index"] for s in samples["samples"]]
