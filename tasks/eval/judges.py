@@ -4,7 +4,8 @@ f(prompt, a, b) -> P(a ≻ b), or pointwise f(text) -> score like a gold scorer.
 
 Every pair is judged in both orders (MT-Bench, AlpacaEval: LM judges favour a position): the policy wins when it
 is preferred as response A and as response B, loses when SFT is preferred both times, and orders that disagree
-count as a tie (½). The position-consistency rate is the share of pairs whose two orders agree.
+count as a tie (½). The position-consistency rate is the share of pairs where both orders name the same
+winner.
 
 The LM judge's prompt (JUDGE_PROMPT, through the model's chat template when it has one) ends where the answer
 starts; P(A ≻ B) is the softmax over the next-token logits of "A" and "B" alone.
