@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tasks.eval import stats
 from tasks.eval.length_control import lc_interval, pair_differences, pair_outcomes
@@ -63,7 +64,8 @@ class LMJudge:
     def __call__(self, triples: list[tuple]) -> list[float]:
         """[(prompt, a, b)] -> [P(a ≻ b)], batched, left-padded so the last position is the answer's."""
         out = []
-        for i in range(0, len(triples), self.batch_size):
+        starts = range(0, len(triples), self.batch_size)
+        for i in tqdm(starts, desc=f"lm judge ({len(triples)} pairs)", dynamic_ncols=True, leave=False):
             texts = [self.render(*t) for t in triples[i : i + self.batch_size]]
             ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
             width = max(len(x) for x in ids)
