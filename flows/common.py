@@ -153,7 +153,7 @@ def finish(stage: str, metrics: dict, history: list[dict] | None = None) -> None
 
 
 def stage_params(params: dict, *sections: str) -> dict:
-    return {s: config.resolved(s, params) for s in sections}
+    return {s: config.resolved(s, params) for s in sections if s in config.SECTIONS}
 
 
 def stage_run(stage: str, params: dict, *sections: str):

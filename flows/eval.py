@@ -14,14 +14,17 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import MODELS, PLOTS, ROOT
+from flows.paths import HELDOUT_PAIRS, MODELS, PLOTS, ROOT
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
-from tasks.eval.evaluate import champion_gate, evaluate_policies
-from tasks.eval.report import eval_figure, eval_table, head_to_head_table
+from tasks.eval.champion import champion_gate
+from tasks.eval.evaluate import Judging, evaluate_policies
+from tasks.eval.judges import judge_name
+from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
 from tasks.label.gold import load_scorer
 from tasks.runtime.device import run_context
 from tasks.runtime.errors import PipelineError
+from tasks.runtime.files import read_jsonl
 from tasks.sections.stages import POLICY_STAGES
 
 POLICIES = POLICY_STAGES
@@ -37,20 +40,27 @@ def run_info(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def judging(params: dict) -> Judging:
+    """Who judges this evaluation (eval.judges resolved, the gate's judge) and what they read."""
+    listed, rm = config.judges(params), config.load("rm", params)
+    return Judging(
+        judges=listed,
+        gate=judge_name(config.gate_judge(params)),
+        gold_scorer=config.load("sample", params).gold_scorer,
+        rm_dirs={name: MODELS / name for name in ("rm", "heldout_rm")},
+        heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],
+        rm_heldout_frac=rm.heldout_frac,
+        rm_max_response=rm.max_length - rm.max_prompt_len,
+    )
+
+
 @task(name="evaluate-policies")
 def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
     ctx = run_context(config.load("compute", params), "eval")
     cfg = config.load("eval", params)
     return evaluate_policies(
-        policy_dirs,
-        MODELS / "sft",
-        MODELS / "rm",
-        cfg,
-        config.load("sample", params).gold_scorer,
-        prompts(cfg.split),
-        texts("pretrain"),
-        ctx,
+        policy_dirs, MODELS / "sft", cfg, judging(params), prompts(cfg.split), texts("pretrain"), ctx
     )
 
 
@@ -59,12 +69,16 @@ def report(results: dict) -> None:
     """The tables printed, the picture drawn and logged to the eval run, the head-to-head as metrics."""
     import mlflow
 
-    cfg = config.load("eval", read_params())
+    params = read_params()
+    cfg, gate = config.load("eval", params), judge_name(config.gate_judge(params))
     metrics = {n: r["metrics"] for n, r in results["policies"].items()}
-    print("evaluation:\n" + eval_table(metrics, cfg.ci_level))
+    print("evaluation:\n" + eval_table(metrics, cfg.ci_level, gate))
     if results["head_to_head"]:
         print("head to head:\n" + head_to_head_table(results["head_to_head"], cfg.ci_level))
-    eval_figure(metrics, PLOTS / "eval.png", cfg.champion.min_win_rate, cfg.champion.max_kl, cfg.ci_level)
+    if results["judges"]:
+        print("judges on the held-out comparisons:\n" + agreement_table(results["judges"], cfg.ci_level))
+        mlflow.log_metrics({f"judges/{k}": float(v) for k, v in results["judges"].items()})
+    eval_figure(metrics, PLOTS / "eval.png", cfg.champion, cfg.ci_level, gate)
     mlflow.log_artifact(str(PLOTS / "eval.png"))
     for pair, m in results["head_to_head"].items():
         mlflow.log_metrics({f"{pair}/{k}": float(v) for k, v in m.items()})
@@ -88,8 +102,7 @@ def log_evaluations(results: dict) -> None:
                     "model_version": info.get("version"),
                 }
             )
-            short = {k.replace("win_rate_gold", "win_rate"): v for k, v in m.items() if k.startswith("win_rate_gold")}
-            mlflow.log_metrics(short | m)
+            mlflow.log_metrics(m)
             columns = r["samples"][0].keys()
             table = {c: [row[c] for row in r["samples"]] for c in columns}
             mlflow.log_table(table, artifact_file=f"samples_{name}.json")
@@ -107,7 +120,8 @@ def gate(results: dict) -> dict:
     policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
     metrics = {n: r["metrics"] for n, r in results["policies"].items()}
     infos = {n: run_info(n) for n in metrics if n != "sft"}
-    decision = champion_gate(metrics, infos, config.load("eval", params).champion, policy_model, tracking.Registry())
+    cfg, gate = config.load("eval", params).champion, judge_name(config.gate_judge(params))
+    decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), gate)
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
     outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"
     print(f"champion gate: {outcome}: {decision['reason']}")
@@ -126,23 +140,32 @@ def eval_flow() -> dict:
         for name in ("sft", *POLICIES):
             write_metrics(f"eval/{name}", evaluated[name]["metrics"] if name in evaluated else {"skipped": 1})
         write_metrics("eval/head_to_head", results["head_to_head"])
+        write_metrics("eval/judges", results["judges"])
         write_metrics("champion", decision)
     return {"results": {n: r["metrics"] for n, r in evaluated.items()}, "champion": decision}
 
 
 def check_judges(params: dict) -> None:
-    """A preflight: the lm judge's model is a model directory, and every function judge imports."""
-    cfg = config.load("eval", params)
-    if "lm" in cfg.judges and not (ROOT / cfg.judge_model / "config.json").exists():
+    """A preflight: the judges resolve (gold only with a scorer, the gate's judge among them), the lm judge's
+    model is a model directory, every function judge imports, the gate's RM judge trained."""
+    cfg, listed, gate = config.load("eval", params), config.judges(params), config.gate_judge(params)
+    if gate in ("rm", "heldout_rm") and (MODELS / gate / "SKIPPED").exists():
+        raise PipelineError(f"params.yaml: eval.champion.judge is {gate}, but models/{gate} records 'skipped'")
+    if "gold" in listed:
+        load_scorer(config.load("sample", params).gold_scorer)
+    if "lm" in listed and not (ROOT / cfg.judge_model / "config.json").exists():
         raise PipelineError(
             f"params.yaml: eval.judge_model: {cfg.judge_model} is not a model directory (no config.json)"
         )
-    for entry in cfg.judges:
+    for entry in listed:
         if ":" in entry:
             load_scorer(entry, "eval.judges")
 
 
 if __name__ == "__main__":
     run_stage(
-        eval_flow, ("eval", "sample", "compute", "tracking", "pipeline"), check_prompt_lengths("eval"), check_judges
+        eval_flow,
+        ("eval", "sample", "rm", "compute", "tracking", "pipeline"),
+        check_prompt_lengths("eval"),
+        check_judges,
     )

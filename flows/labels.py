@@ -1,4 +1,6 @@
-"""`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json).
+"""`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json), and,
+when heldout_rm is among eval.judges, the held-out share (eval.heldout_share of the prompts) that only the
+heldout_rm judge trains on and eval measures the judges on -> data/comparisons/heldout.jsonl.
 
 A simulated or dataset labeler's pairs are the sample stage's, copied. With sample.labeler: people they are
 every live ranking in the label store (tasks/label/export.py), read again at each `dvc repro` (the stage is
@@ -22,6 +24,7 @@ import urllib.request
 from flows.common import PIPELINE_RUN, read_params, run_stage, stage_run, write_metrics
 from flows.paths import COMPARISONS, ROOT, SAMPLES, store_url
 from tasks import config
+from tasks.data.splits import split_for_judges
 from tasks.label.export import export, report_lines, target_of
 from tasks.label.store import LabelStore
 from tasks.runtime.errors import PipelineError, die_cleanly
@@ -82,6 +85,7 @@ def short_of_target(cfg) -> tuple[LabelStore, list[str], int, str | None]:
 
 
 def check_labels(params: dict) -> None:
+    config.judges(params)
     if config.load("sample", params).labeler == "people":
         short_of_target(config.load("labels", params))
 
@@ -120,14 +124,32 @@ def wait_for_people(store: LabelStore, prompt_ids: list[str], cfg, target: int, 
     print(f"labels: resumed ({got.note})")
 
 
-def people_labels(cfg, staging) -> dict:
+def write_pairs(pairs: list[dict], params: dict, staging) -> dict:
+    """pairs.jsonl (rm, dpo) and, with a heldout_rm judge, heldout.jsonl (never shown to rm or dpo)."""
+    counts = {}
+    if "heldout_rm" in config.judges(params):
+        share = config.load("eval", params).heldout_share
+        pairs, held = split_for_judges(pairs, share)
+        prompts = {p["prompt_id"] for p in held}
+        if not prompts or not pairs:
+            raise PipelineError(
+                f"labels: eval.heldout_share={share} holds out {len(prompts)} of "
+                f"{len(prompts | {p['prompt_id'] for p in pairs})} prompts: too few to train on both sides"
+            )
+        write_jsonl(staging / "heldout.jsonl", held)
+        counts = {"heldout_pairs": len(held), "heldout_prompts": len(prompts)}
+    write_jsonl(staging / "pairs.jsonl", pairs)
+    return counts | {"train_pairs": len(pairs)}
+
+
+def people_labels(cfg, params: dict, staging) -> dict:
     store, prompt_ids, target, missing = short_of_target(cfg)
     if missing:
         wait_for_people(store, prompt_ids, cfg, target, missing)
     pairs, report = export(store, prompt_ids)
     if not pairs:
         raise PipelineError(f"labels: no comparisons yet ({report_lines(report)[0]}): rank some tasks first")
-    write_jsonl(staging / "pairs.jsonl", pairs)
+    report |= write_pairs(pairs, params, staging)
     write_json(staging / "report.json", report)
     for line in report_lines(report):
         print(f"labels: {line}")
@@ -140,11 +162,10 @@ def write_labels(params: dict) -> dict:
     with atomic_path(COMPARISONS) as staging:
         staging.mkdir()
         if config.load("sample", params).labeler == "people":
-            report = people_labels(cfg, staging)
+            report = people_labels(cfg, params, staging)
         else:
             pairs = read_jsonl(SAMPLES / "pairs.jsonl")
-            write_jsonl(staging / "pairs.jsonl", pairs)
-            report = {"n_pairs": len(pairs)}
+            report = {"n_pairs": len(pairs)} | write_pairs(pairs, params, staging)
         write_metrics("labels", {k: v for k, v in report.items() if v is not None})
     return report
 
@@ -169,7 +190,7 @@ def labels_flow():
 def main() -> None:
     """Every `dvc repro` runs this stage (always_changed): outside a pipeline run it is a file export, no Prefect
     or MLflow run (the rm stage logs the labels report with the model trained on them)."""
-    sections = ("sample", "labels", "tracking")
+    sections = ("sample", "labels", "eval", "tracking")
     if os.environ.get(PIPELINE_RUN):
         run_stage(labels_flow(), sections, check_labels)
         return

@@ -6,6 +6,7 @@ from flows.paths import MODELS
 from flows.stages import checkpoint_dir, prompts, texts
 from tasks import config
 from tasks.label.gold import load_scorer
+from tasks.rl.monitor import HeldoutJudges
 from tasks.rl.ppo import OnlineInputs
 from tasks.rl.reward_spec import load_functions, needs_rm
 from tasks.runtime.errors import PipelineError
@@ -15,10 +16,13 @@ from tasks.runtime.result import TrainResult
 def train_online(fit, stage: str, cfg, out_dir, ctx, on_step, **extra) -> TrainResult:
     """One training process of an online stage: fit(cfg, OnlineInputs, out_dir, ctx, ...) from tasks/rl, its
     checkpoints in .checkpoints/<stage>, the policy -> out_dir."""
-    gold = load_scorer(config.load("sample", read_params()).gold_scorer)
+    params = read_params()
+    judges = config.judges(params)
+    gold = load_scorer(config.load("sample", params).gold_scorer) if "gold" in judges else None
+    monitor = HeldoutJudges(gold, MODELS / "heldout_rm" if "heldout_rm" in judges else None, ctx)
     inputs = OnlineInputs(prompts("policy"), texts("pretrain"), MODELS / "sft", MODELS / "rm")
     hooks = {"on_iter": on_step, "checkpoint_dir": checkpoint_dir(stage)}
-    return fit(cfg, inputs, out_dir, ctx, stage=stage, gold_scorer=gold, hooks=hooks, **extra)
+    return fit(cfg, inputs, out_dir, ctx, stage=stage, monitor=monitor or None, hooks=hooks, **extra)
 
 
 def reward_label(spec: dict[str, float]) -> str:

@@ -11,6 +11,7 @@ PREPARED = ROOT / "data" / "prepared"
 SAMPLES = ROOT / "data" / "samples"  # the sample stage's completions (and a simulated/dataset labeler's pairs)
 COMPARISONS = ROOT / "data" / "comparisons"  # the labels stage's: the pairs rm and dpo train on
 PAIRS = COMPARISONS / "pairs.jsonl"
+HELDOUT_PAIRS = COMPARISONS / "heldout.jsonl"  # eval.heldout_share of the prompts: heldout_rm's and eval's only
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
 CHECKPOINTS = ROOT / ".checkpoints"

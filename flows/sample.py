@@ -20,7 +20,7 @@ from tasks.runtime.files import atomic_path, read_jsonl
 @task(name="sample-score-label", retries=1, retry_delay_seconds=5, retry_condition_fn=no_retry_on_user_error)
 def sample_and_label(out_dir: str) -> dict:
     params = read_params()
-    cfg, ctx = config.load("sample", params), run_context(config.load("compute", params), "sample")
+    cfg, ctx = sample_config(params), run_context(config.load("compute", params), "sample")
     metrics = run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, ctx, ROOT)
     if cfg.labeler == "people":  # written last: a failed sampling adds no tasks
         labels = config.load("labels", params)
@@ -28,6 +28,15 @@ def sample_and_label(out_dir: str) -> dict:
         metrics |= send_to_people(LabelStore(store_url(labels.store)), groups, labels.overlap, cfg.seed)
         print(f"sample: {metrics['label_tasks']} labeling tasks in {labels.store}: label them with `make label`")
     return metrics
+
+
+def sample_config(params: dict):
+    """The sample section, its gold scorer kept only where it labels (simulated) or judges (eval.judges has gold):
+    a team's own labels are never scored by a default scorer that does not fit their task."""
+    cfg = config.load("sample", params)
+    if cfg.labeler != "simulated" and "gold" not in config.judges(params):
+        cfg = cfg.model_copy(update={"gold_scorer": None})
+    return cfg
 
 
 @flow(name="sample", log_prints=True)
@@ -42,10 +51,11 @@ def sample_flow() -> dict:
 def check_inputs(params: dict) -> None:
     """Before any model loads: the labeler exists, its scorer imports, a preference file parses (and, when
     conversational, the tokenizer has a chat template to render it)."""
-    cfg = config.load("sample", params)
+    cfg = sample_config(params)
     labeler = make_labeler(cfg, ROOT)
     if labeler.needs_samples:
-        load_scorer(cfg.gold_scorer)
+        if cfg.gold_scorer:
+            load_scorer(cfg.gold_scorer)
         return
     pairs = labeler.label()
     if (MODELS / "sft").is_dir():
@@ -56,4 +66,5 @@ def check_inputs(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(sample_flow, ("sample", "labels", "compute", "tracking"), check_prompt_lengths("sample"), check_inputs)
+    sections = ("sample", "labels", "eval", "compute", "tracking")
+    run_stage(sample_flow, sections, check_prompt_lengths("sample"), check_inputs)

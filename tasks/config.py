@@ -121,3 +121,27 @@ def load(section: str, params: dict):
         return SECTIONS[section].model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_one_line(section, err)) from None
+
+
+def judges(params: dict) -> list[str]:
+    """eval.judges with auto resolved: gold only where the labels came from the gold scorer (simulated), never a
+    silent default on a team's own labels; then the held-out RM and the proxy RM."""
+    ev, smp = load("eval", params), load("sample", params)
+    if ev.judges == "auto":
+        return (["gold"] if smp.labeler == "simulated" else []) + ["heldout_rm", "rm"]
+    if "gold" in ev.judges and not smp.gold_scorer:
+        raise ConfigError("params.yaml: eval.judges has gold, but sample.gold_scorer is null: name one or drop gold")
+    return list(ev.judges)
+
+
+def gate_judge(params: dict) -> str:
+    """The judge whose win rate the champion gate reads (eval.champion.judge, auto resolved)."""
+    listed, chosen = judges(params), load("eval", params).champion.judge
+    if chosen == "auto":
+        others = [j for j in listed if j != "rm"]
+        return next((j for j in ("gold", "heldout_rm", "lm") if j in listed), others[0] if others else "rm")
+    if chosen not in listed:
+        raise ConfigError(
+            f"params.yaml: eval.champion.judge: {chosen!r} is not one of eval.judges ({', '.join(listed)})"
+        )
+    return chosen

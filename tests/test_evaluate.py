@@ -4,7 +4,8 @@ frontier's points from `dvc exp show` output."""
 import pytest
 import torch
 
-from tasks.eval.evaluate import champion_gate, choose_champion, sequence_kls
+from tasks.eval.champion import champion_gate, choose_champion
+from tasks.eval.evaluate import sequence_kls
 
 
 def test_sequence_kl_hand_computed_and_zero_for_identical_policies():
@@ -15,7 +16,7 @@ def test_sequence_kl_hand_computed_and_zero_for_identical_policies():
 
 
 def _m(win, kl, half=0.03):
-    return {"win_rate_gold": win, "win_rate_gold_ci_low": win - half, "win_rate_gold_ci_high": win + half, "kl": kl}
+    return {"win_rate": win, "win_rate_ci_low": win - half, "win_rate_ci_high": win + half, "kl": kl}
 
 
 def test_a_clear_winner_under_the_kl_cap_is_promoted():
@@ -78,7 +79,7 @@ def test_the_gate_moves_the_alias_only_on_clear_evidence():
     reg = Registry()
     first = champion_gate(res, infos, Gate, "rlhf-policy", reg)
     assert first["promoted"] == 1 and first["policy"] == "ppo" and reg.promoted == ["4"]
-    assert float(reg.held[1]["eval_win_rate_gold_ci_low"]) == pytest.approx(0.67)
+    assert float(reg.held[1]["eval_win_rate_ci_low"]) == pytest.approx(0.67) and reg.held[1]["champion_judge"] == "gold"
     # a second run (new versions), dpo now best by a little: overlaps the incumbent -> nothing moves
     infos2 = {
         "ppo": {"registered_model": "rlhf-policy", "version": 6},
@@ -91,6 +92,12 @@ def test_the_gate_moves_the_alias_only_on_clear_evidence():
     # nothing clears the bar: nothing moves
     third = champion_gate({"sft": res["sft"], "ppo": _m(0.53, 2.0)}, infos2, Gate, "rlhf-policy", reg)
     assert third["promoted"] == 0 and reg.promoted == ["4"]
+    # the same numbers from another judge: the incumbent's (gold's) interval is not compared with heldout_rm's
+    fourth = champion_gate(
+        {"sft": res["sft"], "ppo": _m(0.69, 2.0), "dpo": _m(0.71, 3.0)}, infos2, Gate, "rlhf-policy", reg, "heldout_rm"
+    )
+    assert fourth["promoted"] == 1 and fourth["policy"] == "dpo" and fourth["judge"] == "heldout_rm"
+    assert "judged by gold, not heldout_rm: not compared" in fourth["reason"]
 
 
 def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():

@@ -10,6 +10,7 @@ Chat records are rendered with the tokenizer's chat template when tokenized (tas
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -182,3 +183,19 @@ def prepare(cfg, base_dir: Path, out_dir: Path | None) -> dict:
         for name, rows in splits.items():
             write_jsonl(tmp / f"{name}.jsonl", rows)
     return {name: len(rows) for name, rows in splits.items()}
+
+
+def is_heldout(prompt_id: str, frac: float, salt: str = "") -> bool:
+    """The prompt is in the held-out fraction: a hash of (salt, prompt id), so that draws with different salts
+    are independent (the judges' share and the RM's validation prompts inside it)."""
+    return int(hashlib.sha1((salt + prompt_id).encode()).hexdigest(), 16) % 10_000 < frac * 10_000
+
+
+JUDGE_SALT = "heldout-judge:"
+
+
+def split_for_judges(pairs: list[dict], share: float) -> tuple[list[dict], list[dict]]:
+    """Labeled pairs -> (the pairs rm and dpo train on, the held-out judges' pairs), by prompt: no prompt in
+    both, about `share` of the prompts held out."""
+    held = [is_heldout(p["prompt_id"], share, JUDGE_SALT) for p in pairs]
+    return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]

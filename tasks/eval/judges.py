@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 from tasks.eval import stats
-from tasks.eval.length_control import lc_interval, pair_differences, pair_outcomes
-from tasks.label.gold import load_scorer, scored_text
+from tasks.eval.length_control import lc_interval
+from tasks.label.gold import load_scorer
 from tasks.lm.batching import render_completion
 from tasks.lm.models import load_lm
 from tasks.runtime.context import RunContext
@@ -108,17 +108,18 @@ def both_orders(judge, prompts: list, pol_samples: list[dict], sft_samples: list
     pol = [[s for s in pol_samples if s["prompt_index"] == p] for p in range(n)]
     sft = [[s for s in sft_samples if s["prompt_index"] == p] for p in range(n)]
     pairs = [(p, a["text"], b["text"]) for p in range(n) for a in pol[p] for b in sft[p]]
-    first = judge([(prompts[p], a, b) for p, a, b in pairs])  # P(policy ≻ SFT), policy as A
-    second = judge([(prompts[p], b, a) for p, a, b in pairs])  # P(SFT ≻ policy), SFT as A
-    wins = np.array([x > 0.5 for x in first]) & np.array([y < 0.5 for y in second])
-    losses = np.array([x < 0.5 for x in first]) & np.array([y > 0.5 for y in second])
-    outcomes = np.where(wins, 1.0, np.where(losses, 0.0, 0.5)).reshape(n, k * k)
-    return {"outcomes": outcomes, "position_consistency": float((wins | losses).mean()), "calls": 2 * len(pairs)}
+    outcomes = in_both_orders(judge, [(prompts[p], a, b) for p, a, b in pairs])
+    consistent = float((outcomes != 0.5).mean())
+    return {"outcomes": outcomes.reshape(n, k * k), "position_consistency": consistent, "calls": 2 * len(pairs)}
 
 
-def pointwise_scores(fn, prompts: list, samples: list[dict]) -> list[float]:
-    """A pointwise judge's score of every sample (as the gold scorer reads it: prompt + response)."""
-    return [float(fn(scored_text(prompts[s["prompt_index"]], s["text"]))) for s in samples]
+def in_both_orders(judge, triples: list[tuple]) -> np.ndarray:
+    """(n,) outcomes of a pairwise judge on (prompt, a, b): asked with a as response A, then with b as A; 1 when
+    both orders prefer a, 0 when both prefer b, ½ otherwise (a tie, or the orders disagree)."""
+    first = np.array(judge(triples))  # P(a ≻ b), a shown first
+    second = np.array(judge([(p, b, a) for p, a, b in triples]))  # P(b ≻ a), b shown first
+    wins, losses = (first > 0.5) & (second < 0.5), (first < 0.5) & (second > 0.5)
+    return np.where(wins, 1.0, np.where(losses, 0.0, 0.5))
 
 
 def judge_name(entry: str) -> str:
@@ -126,48 +127,29 @@ def judge_name(entry: str) -> str:
     return entry.replace(":", ".")
 
 
-def load_judges(entries: list[str], judge_model: str | None, ctx: RunContext, batch_size: int) -> dict:
-    """{name: (pairwise judge or None, pointwise scorer or None)} for the entries beyond gold and rm (those two
-    are the evaluation's own pointwise scores)."""
-    judges = {}
+def load_judges(entries: list[str], judge_model: str | None, ctx: RunContext, batch_size: int) -> tuple[dict, dict]:
+    """({name: pairwise judge}, {name: pointwise scorer}) for the entries beyond gold, rm and heldout_rm (the
+    evaluation's own pointwise scores)."""
+    pairwise, pointwise = {}, {}
     for entry in entries:
-        if entry in ("gold", "rm"):
+        if entry in ("gold", "rm", "heldout_rm"):
             continue
         if entry == "lm":
             try:
                 model, tok = load_lm(judge_model, ctx.device)
             except (OSError, ValueError) as e:
                 raise PipelineError(f"params.yaml: eval.judge_model: cannot load {judge_model!r} ({e})") from None
-            judges["lm"] = (LMJudge(model, tok, ctx, batch_size), None)
+            pairwise["lm"] = LMJudge(model, tok, ctx, batch_size)
         else:
-            judges[judge_name(entry)] = function_judge(entry)
-    return judges
+            pair_fn, point_fn = function_judge(entry)
+            (pairwise if pair_fn else pointwise)[judge_name(entry)] = pair_fn or point_fn
+    return pairwise, pointwise
 
 
-def judge_metrics(name: str, judge: tuple, prompts: list, pol: dict, base: dict, same: bool, cfg) -> dict:
-    """One judge's win rate vs SFT (and its LC value, W/D/L, position consistency for a pairwise judge), each
-    with its paired-bootstrap interval. pol / base: eval's samples of the policy and SFT; same: the policy is
-    SFT itself (every pair a tie, nothing to ask)."""
-    pairwise, pointwise = judge
-    n, k = len(prompts), cfg.samples_per_prompt
-    out = {}
-    if same:
-        outcomes = np.full((n, k * k), 0.5)
-    elif pairwise is not None:
-        judged = both_orders(pairwise, prompts, pol["samples"], base["samples"], k)
-        outcomes, out[f"position_consistency_{name}"] = judged["outcomes"], judged["position_consistency"]
-    else:
-        scores = [
-            stats.by_prompt(pointwise_scores(pointwise, prompts, x["samples"]), index_of(x), n) for x in (pol, base)
-        ]
-        outcomes = pair_outcomes(*scores)
-    indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
-    diff = pair_differences(pol["length"], base["length"])
+def win_metrics(name: str, outcomes: np.ndarray, len_diff: np.ndarray, indices: np.ndarray, level: float) -> dict:
+    """One judge's win rate vs SFT from its (n_prompts, pairs) outcomes (1 win, ½ tie, 0 loss): the per-prompt
+    mean's interval, the length-controlled win rate (tasks/eval/length_control.py) and W/D/L by prompt."""
     per_prompt = outcomes.mean(axis=1)
-    out |= stats.flat(f"win_rate_{name}", stats.interval(per_prompt, indices, cfg.ci_level))
-    out |= stats.flat(f"lc_win_rate_{name}", lc_interval(outcomes, diff, indices, cfg.ci_level))
+    out = stats.flat(f"win_rate_{name}", stats.interval(per_prompt, indices, level))
+    out |= stats.flat(f"lc_win_rate_{name}", lc_interval(outcomes, len_diff, indices, level))
     return out | {f"{key}_{name}": v for key, v in stats.outcome_counts(per_prompt).items()}
-
-
-def index_of(samples: dict) -> list[int]:
-    return [s["prompt_index"] for s in samples["samples"]]

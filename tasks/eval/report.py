@@ -19,37 +19,60 @@ def _plus_minus(m: dict, name: str, width: int, digits: int) -> str:
     return f"{m[name]:{width}.{digits}f} ± {m[name + '_se']:.{digits}f}"
 
 
-def eval_table(metrics: dict[str, dict], level: float) -> str:
-    """One row per policy: win rate vs SFT with its interval, its length-controlled value (LC) and the response
-    length difference to SFT (Δlen, tokens), wins/draws/losses, gold, RM and KL ± SE."""
+SCORE_COLUMNS = {"gold_reward": "gold reward", "heldout_rm_score": "held-out RM", "rm_score": "RM score (proxy)"}
+
+
+def eval_table(metrics: dict[str, dict], level: float, judge: str = "gold") -> str:
+    """One row per policy: the gate judge's win rate vs SFT with its interval, its length-controlled value (LC),
+    the response length difference to SFT (Δlen, tokens), wins/draws/losses; every other judge's win rate; each
+    RM's / gold's mean score ± SE and KL ± SE."""
+    first = next(iter(metrics.values()))
+    others = [k.removeprefix("win_rate_") for k in first if k.startswith("win_rate_") and k.endswith("_ci_low")]
+    others = [j.removesuffix("_ci_low") for j in others if j.removesuffix("_ci_low") != judge]
+    scores = [c for c in SCORE_COLUMNS if c in first]
     head = (
-        f"{'policy':<6} {'gold win rate vs SFT [' + f'{level:.0%}' + ' CI]':<30} {'LC':>6} {'Δlen':>5} {'W/D/L':<11} "
-        f"{'gold reward ± SE':<17} {'RM score ± SE':<16} {'KL ± SE (nats)':<15}"
+        f"{'policy':<6} {f'{judge} win rate vs SFT [{level:.0%} CI]':<30} {'LC':>6} {'Δlen':>5} {'W/D/L':<11}"
+        + "".join(f" {j[:12]:>12}" for j in others)
+        + "".join(f" {SCORE_COLUMNS[c] + ' ± SE':<18}" for c in scores)
+        + f" {'KL ± SE (nats)':<15}"
     )
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
         wdl = f"{m['n_wins']}/{m['n_draws']}/{m['n_losses']}"
-        lc = f"{m['lc_win_rate_gold']:6.1%}" if "lc_win_rate_gold" in m else f"{'—':>6}"
-        dlen = f"{m['length_diff']:+5.1f}" if "length_diff" in m else f"{'—':>5}"
+        lc = f"{m['lc_win_rate']:6.1%}" if "lc_win_rate" in m else f"{'—':>6}"
         lines.append(
-            f"{name:<6} {_pct(m, 'win_rate_gold'):<30} {lc} {dlen} {wdl:<11}"
-            f" {m['gold_reward']:7.3f} ± {m['gold_reward_se']:.3f}"
-            f"   {_plus_minus(m, 'rm_score', 7, 3)}  {m['kl']:6.2f} ± {m['kl_se']:.2f}"
+            f"{name:<6} {_pct(m, 'win_rate'):<30} {lc} {m['length_diff']:+5.1f} {wdl:<11}"
+            + "".join(f" {m[f'win_rate_{j}']:12.1%}" for j in others)
+            + "".join(f" {_plus_minus(m, c, 7, 3):<18}" for c in scores)
+            + f" {m['kl']:6.2f} ± {m['kl_se']:.2f}"
         )
-    n, k = next(iter(metrics.values()))["n_prompts"], next(iter(metrics.values()))["samples_per_prompt"]
+    n, k = first["n_prompts"], first["samples_per_prompt"]
     lines.append(f"({n} prompts x {k} samples; intervals: paired bootstrap over prompts)")
     return "\n".join(lines)
 
 
 def head_to_head_table(h2h: dict[str, dict], level: float) -> str:
-    """One row per pair of policies: the first's gold win rate over the second, the gold-reward difference."""
-    lines = [f"{'pair':<12} {'gold win rate [' + f'{level:.0%}' + ' CI]':<30} gold reward difference [CI]"]
+    """One row per pair of policies: the first's win rate over the second, the difference of their mean score."""
+    first = next(iter(h2h.values()))
+    win = next(k for k in first if k.startswith("win_rate_") and "_ci_" not in k and not k.endswith("_se"))
+    diff = next(k for k in first if k.endswith("_diff"))
+    lines = [f"{'pair':<12} {f'{win} [{level:.0%} CI]':<30} {diff} [CI]"]
     for pair, m in h2h.items():
         verdict = "significant" if m["significant"] else "no significant difference"
         lines.append(
-            f"{pair:<12} {_pct(m, 'win_rate_gold'):<30} {m['gold_reward_diff']:+.3f} "
-            f"[{m['gold_reward_diff_ci_low']:+.3f}, {m['gold_reward_diff_ci_high']:+.3f}]  {verdict}"
+            f"{pair:<12} {_pct(m, win):<30} {m[diff]:+.3f} "
+            f"[{m[f'{diff}_ci_low']:+.3f}, {m[f'{diff}_ci_high']:+.3f}]  {verdict}"
         )
+    return "\n".join(lines)
+
+
+def agreement_table(agreement: dict, level: float) -> str:
+    """One row per judge: its agreement with the held-out labels and with gold, each with its interval."""
+    judges = [k.removeprefix("n_pairs_") for k in agreement if k.startswith("n_pairs_")]
+    lines = [f"{'judge':<24} {f'agrees with the labels [{level:.0%} CI]':<34} {'with gold [CI]':<28} pairs"]
+    for j in judges:
+        gold = _pct(agreement, f"gold_agreement_{j}") if f"gold_agreement_{j}" in agreement else "—"
+        lines.append(f"{j:<24} {_pct(agreement, f'label_agreement_{j}'):<34} {gold:<28} {agreement[f'n_pairs_{j}']}")
     return "\n".join(lines)
 
 
@@ -71,29 +94,30 @@ def _pyplot():
     return plt
 
 
-def eval_figure(metrics: dict[str, dict], png: Path, min_win_rate: float, max_kl: float, level: float) -> None:
-    """Left: win rate vs SFT per policy with its interval and the gate's bar. Right: gold reward vs KL, both
-    with their intervals, and the KL cap."""
+def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: str = "gold") -> None:
+    """Left: the gate judge's win rate vs SFT per policy with its interval and the gate's bar (gate:
+    eval.champion). Right: a judge's mean score (gold's, else the held-out RM's, else the RM's) vs KL, both with
+    their intervals, and the KL cap."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(metrics)
+    score = next((c for c in SCORE_COLUMNS if c in metrics[names[0]]), None)
     for i, name in enumerate(names):
         m = metrics[name]
-        err = [[m["win_rate_gold"] - m["win_rate_gold_ci_low"]], [m["win_rate_gold_ci_high"] - m["win_rate_gold"]]]
-        left.errorbar([i], [m["win_rate_gold"]], yerr=err, fmt="o", capsize=4, color=f"C{i}")
-        xerr = [[m["kl"] - m["kl_ci_low"]], [m["kl_ci_high"] - m["kl"]]]
-        yerr = [[m["gold_reward"] - m["gold_reward_ci_low"]], [m["gold_reward_ci_high"] - m["gold_reward"]]]
-        right.errorbar(
-            [m["kl"]], [m["gold_reward"]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i}", label=name
-        )
+        err = [[m["win_rate"] - m["win_rate_ci_low"]], [m["win_rate_ci_high"] - m["win_rate"]]]
+        left.errorbar([i], [m["win_rate"]], yerr=err, fmt="o", capsize=4, color=f"C{i}")
+        if score:
+            xerr = [[m["kl"] - m["kl_ci_low"]], [m["kl_ci_high"] - m["kl"]]]
+            yerr = [[m[score] - m[f"{score}_ci_low"]], [m[f"{score}_ci_high"] - m[score]]]
+            right.errorbar([m["kl"]], [m[score]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i}", label=name)
     left.axhline(0.5, color="grey", lw=1, ls=":")
-    left.axhline(min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {min_win_rate:.0%}")
+    left.axhline(gate.min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {gate.min_win_rate:.0%}")
     left.set_xticks(range(len(names)), names)
-    left.set_ylabel(f"gold win rate vs SFT ({level:.0%} interval)")
+    left.set_ylabel(f"{judge} win rate vs SFT ({level:.0%} interval)")
     left.legend(fontsize=8)
-    right.axvline(max_kl, color="C3", lw=1, ls="--", label=f"gate: KL <= {max_kl}")
+    right.axvline(gate.max_kl, color="C3", lw=1, ls="--", label=f"gate: KL <= {gate.max_kl}")
     right.set_xlabel(f"KL(π ‖ π_SFT), nats ({level:.0%} interval)")
-    right.set_ylabel("gold reward")
+    right.set_ylabel(SCORE_COLUMNS.get(score, "no pointwise judge"))
     right.legend(fontsize=8)
     fig.suptitle("Held-out evaluation (paired bootstrap over prompts)")
     _save(fig, png)

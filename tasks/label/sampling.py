@@ -15,9 +15,10 @@ from tasks.runtime.files import write_jsonl
 
 
 def sample_groups(cfg, prompts: list, sft_dir: Path, ctx: RunContext) -> list[dict]:
-    """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the first cfg.max_prompts prompts."""
+    """[{prompt_id, prompt, completions: [{text, ended, gold, n_tokens}]}] for the first cfg.max_prompts prompts
+    (gold: where cfg.gold_scorer is set)."""
     seed_everything(cfg.seed)
-    scorer = load_scorer(cfg.gold_scorer)
+    scorer = load_scorer(cfg.gold_scorer) if cfg.gold_scorer else None
     prompts = prompts[: cfg.max_prompts]
     model, tok = load_lm(sft_dir, ctx.device)
     samples = sample(
@@ -33,10 +34,10 @@ def sample_groups(cfg, prompts: list, sft_dir: Path, ctx: RunContext) -> list[di
     groups = [{"prompt_id": prompt_id(p), "prompt": p, "completions": []} for p in prompts]
     for s in samples:
         group = groups[s["prompt_index"]]
-        gold = float(scorer(scored_text(group["prompt"], s["text"])))
-        group["completions"].append(
-            {"text": s["text"], "ended": s["ended"], "n_tokens": len(s["response"]), "gold": gold}
-        )
+        completion = {"text": s["text"], "ended": s["ended"], "n_tokens": len(s["response"])}
+        if scorer is not None:
+            completion["gold"] = float(scorer(scored_text(group["prompt"], s["text"])))
+        group["completions"].append(completion)
     return groups
 
 
@@ -44,14 +45,13 @@ def summarize(groups: list[dict], pairs: list[dict]) -> dict:
     m = {"n_prompts": len({p["prompt_id"] for p in pairs}), "n_pairs": len(pairs)}
     comps = [c for g in groups for c in g["completions"]]
     if comps:
-        golds = [c["gold"] for c in comps]
         m.update(
             n_completions=len(comps),
-            gold_mean=statistics.fmean(golds),
-            gold_std=statistics.pstdev(golds),
             eos_rate=sum(c["ended"] for c in comps) / len(comps),
             mean_tokens=statistics.fmean(c["n_tokens"] for c in comps),
         )
+    if golds := [c["gold"] for c in comps if "gold" in c]:
+        m.update(gold_mean=statistics.fmean(golds), gold_std=statistics.pstdev(golds))
     decided = [p for p in pairs if p.get("gold_chosen") is not None and p["gold_chosen"] != p["gold_rejected"]]
     if decided:  # how often the (noisy) annotators agree with the noiseless gold order
         m["label_gold_agreement"] = sum(p["gold_chosen"] > p["gold_rejected"] for p in decided) / len(decided)

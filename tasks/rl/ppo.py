@@ -31,7 +31,6 @@ import torch
 from tqdm import tqdm
 
 from tasks import losses
-from tasks.label.gold import scored_text
 from tasks.lm.generation import response_logits
 from tasks.lm.models import merged
 from tasks.rl.actors import Policy, RunningMoments, ptx_batch, values_of
@@ -148,9 +147,9 @@ def pretraining_loss(learner: Learner, policy_net, cfg, ctx: RunContext) -> torc
     return losses.sft_loss(lm_logits, batch["labels"])
 
 
-def iteration_metrics(it: int, roll: Rollout, scores: Scores, adv: Advantages, stats: dict, beta: float, gold):
+def iteration_metrics(it: int, roll: Rollout, scores: Scores, adv: Advantages, stats: dict, beta: float, monitor):
     """What one iteration logs (this process's; the caller averages over processes): the score and each reward
-    term, the gold score, KL, β, the update's losses."""
+    term, the held-out judges' scores (monitor(roll): gold, held-out RM), KL, β, the update's losses."""
     mask, rewards, extra = roll.mask, adv.rewards, adv.token_reward
     terms = {
         (RM_SCORE if name == RM_REWARD else metric_name(name)): v.mean().item() for name, v in scores.parts.items()
@@ -170,10 +169,7 @@ def iteration_metrics(it: int, roll: Rollout, scores: Scores, adv: Advantages, s
     if extra is not None:
         row["token_reward"] = (extra * mask).sum(1).mean().item()
         row["token_reward_share"] = (extra * mask).abs().sum().item() / (rewards.abs().sum().item() + 1e-8)
-    if gold:
-        pairs = zip(roll.prompts, roll.responses)
-        row["gold_score"] = sum(gold(scored_text(p, r["text"])) for p, r in pairs) / len(roll.responses)
-    return row
+    return row | (monitor(roll) if monitor else {})
 
 
 def next_beta(beta: float, row: dict, cfg, episodes: int) -> float:
@@ -190,14 +186,15 @@ def train_ppo(
     ctx: RunContext = SINGLE_PROCESS,
     *,
     stage: str = "ppo",
-    gold_scorer: Callable | None = None,
+    monitor: Callable | None = None,
     token_reward: Callable | None = None,
     hooks: dict | None = None,
 ) -> TrainResult:
     """cfg.iterations iterations of the stage's section `cfg` -> the policy in out_dir (rank 0 writes it).
 
-    token_reward(packed, logp, ref_logp) -> (N, L) adds a token-wise reward (RTO). hooks: on_iter(iteration, row)
-    after each iteration, checkpoint_dir for resumable state.
+    token_reward(packed, logp, ref_logp) -> (N, L) adds a token-wise reward (RTO). monitor(rollout) -> {name:
+    value} logged each iteration (tasks/rl/monitor.py: the judges it does not optimize). hooks: on_iter(iteration,
+    row) after each iteration, checkpoint_dir for resumable state.
     """
     hooks = hooks or {}
     seed_everything(cfg.seed)
@@ -232,7 +229,7 @@ def train_ppo(
         stats = update(learner, roll, scores, adv, beta, cfg, ctx)
         for m in modules.values():
             m.eval()
-        row = ctx.reduce_mean(iteration_metrics(it, roll, scores, adv, stats, beta, gold_scorer))
+        row = ctx.reduce_mean(iteration_metrics(it, roll, scores, adv, stats, beta, monitor))
         beta = next_beta(beta, row, cfg, episodes=len(roll.responses) * ctx.world)
         history.append(row)
         if on_iter := hooks.get("on_iter"):

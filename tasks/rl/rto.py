@@ -19,7 +19,7 @@ def train_rto(
     cfg, inputs: OnlineInputs, out_dir, ctx: RunContext = SINGLE_PROCESS, *, dpo_dir: Path, **ppo_kwargs
 ) -> TrainResult:
     """PPO (cfg: the rto section) with the DPO model in dpo_dir as a token-wise reward; ppo_kwargs as train_ppo
-    takes them (stage, gold_scorer, hooks)."""
+    takes them (stage, monitor, hooks)."""
     dpo, _ = load_lm(dpo_dir, ctx.device)
     dpo.eval().requires_grad_(False)
     temperature = cfg.generation.temperature

@@ -121,18 +121,26 @@ class SampleConfig(Section):
         description="'simulated' (gold scorer + Bradley-Terry annotators), 'dataset' "
         "(human comparisons from sample.dataset), 'people' (your team ranks them: make label) or 'module:Class'",
     )
-    gold_scorer: str = Field(
-        "tasks.label.gold:vader", description="'module:function' str -> float standing in for humans"
+    gold_scorer: str | None = Field(
+        "tasks.label.gold:vader",
+        description="the task's gold scorer, 'module:function' str -> float: simulated annotators label with it, and "
+        "it is eval's gold judge where the labels came from it, or eval.judges names gold (null: the task has none)",
     )
     tau: float = Field(0.1, ge=0, description="annotator noise: P(a > b) = sigmoid((g(a) - g(b)) / tau); 0 = noiseless")
     k: int = Field(6, ge=2, description="completions sampled per prompt (all k-choose-2 pairs are labeled)")
-    max_prompts: int | None = Field(160, ge=1, description="use only the first N comparison prompts")
+    max_prompts: int | None = Field(200, ge=1, description="use only the first N comparison prompts")
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept (the end of longer prompts)")
     dataset: str | None = Field(None, description="labeler 'dataset': local JSONL or HF id (TRL or HH format)")
     seed: int = Field(0, description="seed of sampling and of the simulated annotators")
     generation: Generation = Field(
         default_factory=lambda: Generation(batch_size=96), description="how completions are sampled"
     )
+
+    @model_validator(mode="after")
+    def _simulated_needs_gold(self):
+        if self.labeler == "simulated" and not self.gold_scorer:
+            raise ValueError("labeler simulated labels with the gold scorer: set sample.gold_scorer")
+        return self
 
 
 class LabelsConfig(Section):

@@ -11,6 +11,8 @@ from tasks.sections.base import Section, distinct, no_nan
 from tasks.sections.data import Generation
 from tasks.sections.stages import KL_KNOBS, PolicyStage, Stage
 
+JUDGES = ("gold", "rm", "heldout_rm", "lm")  # the named judges; any other is a 'module:function'
+
 
 class PipelineConfig(Section):
     algorithms: list[PolicyStage] = Field(
@@ -36,9 +38,15 @@ class ChampionConfig(Section):
         0.55,
         ge=0,
         le=1,
-        description="a candidate needs the lower end of its gold win-rate interval vs SFT at least this high",
+        description="a candidate needs the lower end of its win-rate interval vs SFT (champion.judge's) at least this",
     )
     alias: str = Field("champion", min_length=1, description="registry alias set on the winning model version")
+    judge: str = Field(
+        "auto",
+        min_length=1,
+        description="whose win rate the gate reads: one of eval.judges; auto: gold where the task has one, else "
+        "heldout_rm, else lm (never the rm the policies optimize unless it is the only judge)",
+    )
 
     _m = field_validator("max_kl", "min_win_rate", mode="before")(no_nan)
 
@@ -66,32 +74,44 @@ class EvalConfig(Section):
     )
     greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
     champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
-    judges: list[str] = Field(
-        default_factory=lambda: ["gold", "rm"],
+    judges: Literal["auto"] | list[str] = Field(
+        "auto",
         description="who compares each policy's responses with SFT's: gold (sample.gold_scorer), rm (the trained "
-        "RM), lm (a pairwise LM judge: eval.judge_model), 'module:function' (pairwise f(prompt, a, b) -> P(a > b), "
-        "or pointwise f(text) -> score); each gives its own win rate, LC win rate and W/D/L",
+        "RM, the proxy), heldout_rm (an RM trained on eval.heldout_share of the comparisons, by prompt, that rm and "
+        "dpo never see), lm (a pairwise LM judge: eval.judge_model), 'module:function' (pairwise f(prompt, a, b) -> "
+        "P(a > b), or pointwise f(text) -> score); each gives its own win rate, LC win rate and W/D/L. auto: "
+        "gold (simulated labels only: the scorer that labeled them), heldout_rm, rm",
     )
+    heldout_share: float = Field(
+        0.2,
+        gt=0,
+        le=0.5,
+        description="share of the labeled comparisons' prompts kept from rm and dpo for the heldout_rm judge (and "
+        "for measuring every judge's agreement with the labels)",
+    )
+    _h = field_validator("heldout_share", mode="before")(no_nan)
     judge_model: str | None = Field(
         None, description="the lm judge: a local model directory (its chat template when it has one)"
     )
 
     @field_validator("judges")
     @classmethod
-    def _known_judges(cls, v: list[str]) -> list[str]:
+    def _known_judges(cls, v):
+        if v == "auto":
+            return v
         for entry in v:
             mod, _, fn = entry.partition(":")
-            if entry not in ("gold", "rm", "lm") and not (mod and fn):
-                raise ValueError(f"{entry!r} is not gold, rm, lm or 'module:function'")
-        if "gold" not in v:
-            raise ValueError("gold is needed: the champion gate, the seeds and the frontier read its win rate")
+            if entry not in JUDGES and not (mod and fn):
+                raise ValueError(f"{entry!r} is not {', '.join(JUDGES)} or 'module:function'")
+        if not v:
+            raise ValueError("no judge: list at least one (or auto)")
         if len(set(v)) != len(v):
             raise ValueError("a judge is listed twice")
         return v
 
     @model_validator(mode="after")
     def _lm_needs_a_model(self):
-        if "lm" in self.judges and not self.judge_model:
+        if self.judges != "auto" and "lm" in self.judges and not self.judge_model:
             raise ValueError("eval.judges has lm: set eval.judge_model to a local model directory")
         return self
 

@@ -23,6 +23,7 @@ STAGES = {
         StageInfo("sft"),
         StageInfo("sample", prompt_split="comparison"),
         StageInfo("rm"),
+        StageInfo("heldout_rm"),  # the held-out judge: an RM on comparisons rm and dpo never see
         StageInfo("ppo", policy=True, online=True, prompt_split="policy", kl_knob="ppo.kl.coef"),
         StageInfo("dpo", policy=True, kl_knob="dpo.kl_coef"),
         StageInfo("rto", policy=True, online=True, prompt_split="policy", kl_knob="rto.kl.coef"),

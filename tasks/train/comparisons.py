@@ -1,14 +1,14 @@
 """Labeled comparisons as the reward model and DPO train on them: grouped by prompt, each completion tokenized
 (and later put through the model) once however many pairs it is in, the held-out prompts chosen by a hash of the
-prompt id so that rm and dpo hold out the same ones."""
+prompt id so that rm and dpo hold out the same ones (tasks/data/splits.py: is_heldout)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
+from tasks.data.splits import is_heldout
 from tasks.lm.batching import encode_prompt
 from tasks.lm.generation import pack
 
@@ -38,10 +38,6 @@ class ComparisonGroup:
 def response_ids(tok, text: str, ended: bool, max_len: int) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
     return ids + [tok.eos_token_id] if ended and len(ids) < max_len else ids or [tok.eos_token_id]
-
-
-def is_heldout(prompt_id: str, frac: float) -> bool:
-    return int(hashlib.sha1(prompt_id.encode()).hexdigest(), 16) % 10_000 < frac * 10_000
 
 
 def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False):

@@ -1,0 +1,100 @@
+"""The champion gate: which evaluated policy version gets the registry alias. It reads each policy's headline win
+rate vs SFT (`win_rate`: eval.champion.judge's, with its interval) and KL, and the metrics recorded on the version
+that holds the alias now."""
+
+from __future__ import annotations
+
+from tasks.eval import stats
+
+
+def choose_champion(
+    results: dict[str, dict], max_kl: float, min_win_rate: float, incumbent: dict | None = None
+) -> tuple[str | None, str]:
+    """The champion gate. Candidates: policies with mean KL ≤ max_kl whose win-rate interval vs SFT has its
+    lower end ≥ min_win_rate; the best is the highest win rate (ties: lower KL). It replaces the incumbent
+    (its recorded metrics: version, policy, win_rate_ci_low/high) only when their intervals do not
+    overlap; otherwise the incumbent stays. Returns (name or None, why)."""
+
+    def iv(m):
+        return f"{m['win_rate']:.1%} [{m['win_rate_ci_low']:.1%}, {m['win_rate_ci_high']:.1%}]"
+
+    policies = {n: m for n, m in results.items() if n != "sft"}
+    ok = {n: m for n, m in policies.items() if m["kl"] <= max_kl}
+    if not ok:
+        return None, f"no policy has KL <= {max_kl} (" + ", ".join(
+            f"{n}: {m['kl']:.2f}" for n, m in policies.items()
+        ) + ")"
+    cleared = {n: m for n, m in ok.items() if m["win_rate_ci_low"] >= min_win_rate}
+    if not cleared:
+        top = max(ok, key=lambda n: ok[n]["win_rate_ci_low"])
+        return None, (
+            f"no policy's win-rate interval clears {min_win_rate:.1%}: the best, {top}, wins {iv(ok[top])} vs SFT"
+        )
+    best = max(cleared, key=lambda n: (cleared[n]["win_rate"], -cleared[n]["kl"]))
+    m = cleared[best]
+    why = f"{best} wins {iv(m)} vs SFT (lower end >= {min_win_rate:.1%}) at KL {m['kl']:.2f} <= {max_kl}"
+    band = (m["win_rate_ci_low"], m["win_rate_ci_high"])
+    ties = [
+        n
+        for n, o in cleared.items()
+        if n != best and stats.overlap(band, (o["win_rate_ci_low"], o["win_rate_ci_high"]))
+    ]
+    if ties:
+        why += f"; not significantly better than {', '.join(f'{n} {iv(cleared[n])}' for n in ties)}"
+    if incumbent and incumbent.get("win_rate_ci_low") is not None and incumbent.get("version") != m.get("version"):
+        held = (incumbent["win_rate_ci_low"], incumbent["win_rate_ci_high"])
+        if stats.overlap(band, held):
+            return None, (
+                f"{why}; but its interval overlaps the incumbent's ({incumbent.get('policy', '?')} version "
+                f"{incumbent['version']}: {iv(incumbent)}), so the incumbent stays"
+            )
+        who = f"{incumbent.get('policy', '?')} version {incumbent['version']}"
+        why += f"; the incumbent ({who}: {iv(incumbent)}) is beaten"
+    return best, why
+
+
+def incumbent_of(registry, name: str, alias: str) -> dict | None:
+    """The version holding `alias` with the eval metrics recorded on it when it was promoted (tags eval_*)."""
+    held = registry.alias_tags(name, alias)
+    if held is None:
+        return None
+    version, tags = held
+    m = {k.removeprefix("eval_"): float(v) for k, v in tags.items() if k.startswith("eval_")}
+    if "win_rate" not in m:
+        return {"version": version}
+    return {"version": version, "policy": tags.get("stage", "?"), "judge": tags.get("champion_judge", "gold"), **m}
+
+
+def champion_gate(
+    metrics: dict[str, dict], run_infos: dict[str, dict], cfg, policy_model: str, registry, judge: str = "gold"
+) -> dict:
+    """Apply the gate (cfg: eval.champion) to the eval metrics {policy: metrics}, whose `win_rate` is `judge`'s:
+    set cfg.alias on the winner's registered version of `policy_model` (its run_infos entry names the version),
+    or leave the alias where it is and say so. registry: promote(name, version, alias, tags) and
+    alias_tags(name, alias) -> (version, tags) or None. An incumbent another judge measured is not compared (its
+    numbers mean something else). Returns the decision written to metrics/champion.json."""
+    incumbent = incumbent_of(registry, policy_model, cfg.alias)
+    note = ""
+    if incumbent and "win_rate" in incumbent and incumbent.get("judge") != judge:
+        note = f"; the incumbent was judged by {incumbent['judge']}, not {judge}: not compared"
+        incumbent = {"version": incumbent["version"], "policy": incumbent["policy"]}
+    versions = {n: {**m, "version": str(run_infos.get(n, {}).get("version"))} for n, m in metrics.items()}
+    best, why = choose_champion(versions, cfg.max_kl, cfg.min_win_rate, incumbent)
+    why = f"judge {judge}: {why}{note}"
+    decision = {"promoted": 0, "reason": why, "judge": judge}
+    info = run_infos.get(best, {}) if best else {}
+    if best and not info.get("version"):
+        decision["reason"] = f"{why}; but {best} has no registered version (tracking.register_models is off)"
+    elif best:
+        name, version = info["registered_model"], str(info["version"])
+        tags = {f"eval_{k}": f"{v:.6g}" for k, v in metrics[best].items()}
+        tags |= {"champion_reason": why, "champion_judge": judge}
+        registry.promote(name, version, cfg.alias, tags)
+        decision.update(promoted=1, policy=best, model=f"models:/{name}@{cfg.alias}", version=int(version))
+    if not decision["promoted"]:
+        decision["reason"] += (
+            f"; {cfg.alias} stays on version {incumbent['version']}"
+            if incumbent
+            else f"; no version has the {cfg.alias} alias"
+        )
+    return decision
