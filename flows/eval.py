@@ -19,7 +19,7 @@ from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.champion import champion_gate
 from tasks.eval.evaluate import Judging, evaluate_policies
-from tasks.eval.judges import judge_name
+from tasks.eval.judges import function_judge, judge_name
 from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
 from tasks.label.gold import load_scorer
 from tasks.runtime.device import run_context
@@ -50,7 +50,7 @@ def judging(params: dict) -> Judging:
         rm_dirs={name: MODELS / name for name in ("rm", "heldout_rm")},
         heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],
         rm_heldout_frac=rm.heldout_frac,
-        rm_max_response=rm.max_length - rm.max_prompt_len,
+        rm_lengths=(rm.max_prompt_len, rm.max_length - rm.max_prompt_len),
     )
 
 
@@ -158,8 +158,10 @@ def check_judges(params: dict) -> None:
             f"params.yaml: eval.judge_model: {cfg.judge_model} is not a model directory (no config.json)"
         )
     for entry in listed:
-        if ":" in entry:
-            load_scorer(entry, "eval.judges")
+        if ":" in entry:  # a pairwise function asked once here: a non-probability stops eval before any model loads
+            pairwise, _ = function_judge(entry)
+            if pairwise is not None:
+                pairwise([("A prompt", " one response", " another")])
 
 
 if __name__ == "__main__":

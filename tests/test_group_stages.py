@@ -10,6 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tasks.runtime.files import read_jsonl
 from tests.conftest import run_cmd
 
 pytestmark = pytest.mark.slow
@@ -174,36 +175,52 @@ def test_a_rule_reward_is_optimized_and_the_rm_is_skipped(tiny_pipeline):
 
 
 def test_eval_reports_every_judge_with_lc_and_position_consistency(tiny_pipeline):
-    """The eval task with an LM judge (the SFT model itself), a pairwise function that always answers A and a
-    pointwise function: each gets a win rate, an LC win rate and W/D/L; the always-A judge only ties."""
+    """The eval task with every kind of judge — gold, the RM, the held-out RM, an LM judge (the SFT model itself), a
+    pairwise function that always answers A and a pointwise function: each gets a win rate, an LC win rate and
+    W/D/L vs SFT, and its agreement with the held-out labels (and gold); the always-A judge only ties. The
+    held-out RM trained on prompts no pair of rm's or dpo's has (read from the files)."""
     from tasks import config
-    from tasks.eval.evaluate import evaluate_policies
+    from tasks.data.splits import is_heldout
+    from tasks.eval.evaluate import Judging, evaluate_policies
     from tasks.runtime.context import SINGLE_PROCESS
 
     root = tiny_pipeline["root"]
-    run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    run_cmd(root, "dvc", "repro", "rm", "heldout_rm", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    train, held = (read_jsonl(root / f"data/comparisons/{f}.jsonl") for f in ("pairs", "heldout"))
+    assert held and not {p["prompt_id"] for p in train} & {p["prompt_id"] for p in held}
+    assert len(train) + len(held) == len(read_jsonl(root / "data/samples/pairs.jsonl"))
+    heldout_rm = json.loads((root / "metrics/heldout_rm.json").read_text())
+    own_validation = {p["prompt_id"] for p in held if is_heldout(p["prompt_id"], 0.25)}
+    assert heldout_rm["heldout_n_pairs"] == sum(p["prompt_id"] in own_validation for p in held) > 0
+
     params = config.read_params(root / "params.yaml")
-    judges = ["gold", "rm", "lm", "tests.scorers:prefer_first", "tests.scorers:more_the"]
+    judges = ["gold", "rm", "heldout_rm", "lm", "tests.scorers:prefer_first", "tests.scorers:more_the"]
     patch = {"max_prompts": 4, "bootstrap_resamples": 100, "judges": judges, "judge_model": str(root / "models/sft")}
     cfg = config.load("eval", params).model_copy(update=patch)
     prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/eval.jsonl")]
     texts = [json.loads(line)["text"] for line in open(root / "data/prepared/pretrain.jsonl")]
+    rm_dirs = {"rm": root / "models/rm", "heldout_rm": root / "models/heldout_rm"}
+    judging = Judging(judges, "heldout_rm", "tasks.label.gold:vader", rm_dirs, held, 0.25, (24, 24))
     out = evaluate_policies(
-        {"sft_copy": root / "models/sft"},
-        root / "models/sft",
-        root / "models/rm",
-        cfg,
-        "tasks.label.gold:vader",
-        prompts,
-        texts,
-        SINGLE_PROCESS,
+        {"sft_copy": root / "models/sft"}, root / "models/sft", cfg, judging, prompts, texts, SINGLE_PROCESS
     )
     m = out["policies"]["sft_copy"]["metrics"]
-    for name in ("gold", "rm", "lm", "tests.scorers.prefer_first", "tests.scorers.more_the"):
+    names = ("gold", "rm", "heldout_rm", "lm", "tests.scorers.prefer_first", "tests.scorers.more_the")
+    for name in names:
         assert 0 <= m[f"win_rate_{name}"] <= 1 and 0 <= m[f"lc_win_rate_{name}"] <= 1, name
         assert m[f"win_rate_{name}_ci_low"] <= m[f"win_rate_{name}"] <= m[f"win_rate_{name}_ci_high"], name
+    assert m["win_rate"] == m["win_rate_heldout_rm"] and "proxy_gap_heldout_rm_ci_low" in m
     assert m["win_rate_tests.scorers.prefer_first"] == 0.5 and m["position_consistency_tests.scorers.prefer_first"] == 0
     assert 0 <= m["position_consistency_lm"] <= 1 and "position_consistency_tests.scorers.more_the" not in m
     assert m["n_wins_lm"] + m["n_draws_lm"] + m["n_losses_lm"] == 4 and "length_diff_ci_low" in m
     sft = out["policies"]["sft"]["metrics"]
     assert sft["win_rate_lm"] == 0.5 and sft["lc_win_rate_gold"] == pytest.approx(0.5)
+    agree = out["judges"]
+    assert agree["n_pairs_heldout_rm"] == heldout_rm["heldout_n_pairs"]  # never a pair it trained on
+    assert agree["label_agreement_heldout_rm"] == pytest.approx(heldout_rm["heldout_accuracy"], abs=1e-6)
+    for name in names:
+        assert 0 <= agree[f"label_agreement_{name}_ci_low"] <= agree[f"label_agreement_{name}_ci_high"] <= 1, name
+        if name != "heldout_rm":
+            assert agree[f"n_pairs_{name}"] == len(held), name
+    assert agree["label_agreement_tests.scorers.prefer_first"] == 0.5  # an always-A judge agrees with nothing
+    assert "gold_agreement_gold" not in agree and 0 <= agree["gold_agreement_rm"] <= 1

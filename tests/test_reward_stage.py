@@ -238,3 +238,32 @@ def test_rm_trains_on_peoples_labels_and_reruns_when_they_change(tiny_pipeline):
     finally:
         (root / "params.yaml").write_text(params)
         (root / "labels.db").unlink(missing_ok=True)
+
+
+def test_a_dataset_run_without_a_gold_scorer_judges_and_gates_on_the_heldout_rm(tiny_pipeline):
+    """A team's own preference file and no gold scorer: eval reports no gold number anywhere, the held-out RM
+    (trained on prompts dpo never saw) judges, and the champion gate reads its win rate."""
+    root = tiny_pipeline["root"]
+    write_prefs(root / "prefs-team.jsonl")
+    params = (root / "params.yaml").read_text()
+    try:
+        set_params(
+            root,
+            sample={"labeler": "dataset", "dataset": "prefs-team.jsonl", "gold_scorer": None},
+            pipeline={"algorithms": ["dpo"]},
+        )
+        run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+        outputs = {
+            name: json.loads((root / f"metrics/{name}.json").read_text())
+            for name in ("eval/dpo", "eval/sft", "eval/judges", "champion", "heldout_rm", "labels")
+        }
+        train, held = (read_jsonl(root / f"data/comparisons/{f}.jsonl") for f in ("pairs", "heldout"))
+    finally:
+        (root / "params.yaml").write_text(params)
+    dpo, champion, judges = outputs["eval/dpo"], outputs["champion"], outputs["eval/judges"]
+    assert not [k for name, m in outputs.items() for k in m if "gold" in k and name != "champion"]
+    assert dpo["win_rate"] == dpo["win_rate_heldout_rm"] and "win_rate_rm" not in dpo  # rm: no online stage
+    assert champion["judge"] == "heldout_rm" and champion["reason"].startswith("judge heldout_rm: ")
+    assert judges["n_pairs_heldout_rm"] == outputs["heldout_rm"]["heldout_n_pairs"] > 0
+    assert outputs["labels"]["train_pairs"] + outputs["labels"]["heldout_pairs"] == 60
+    assert not {p["prompt_id"] for p in train} & {p["prompt_id"] for p in held}

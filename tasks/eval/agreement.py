@@ -77,7 +77,7 @@ def judge_agreement(judging, scoring, pairwise: dict, tok, cfg) -> dict:
     {label_agreement_<judge>[_se|_ci_low|_ci_high], gold_agreement_<judge>..., n_pairs_<judge>}."""
     pairs = judging.heldout_pairs
     ids = [p["prompt_id"] for p in pairs]
-    lengths = (cfg.max_prompt_len, judging.rm_max_response)
+    lengths = judging.rm_lengths
     prefs = judge_preferences(pairs, scoring, pairwise, tok, lengths)
     own_validation = np.array([is_heldout(pid, judging.rm_heldout_frac) for pid in ids])
     gold = prefs.get("gold")

@@ -71,7 +71,7 @@ class Judging:
     rm_dirs: dict  # {rm judge: model dir}
     heldout_pairs: list[dict]  # the comparisons no policy trained on (agreement of every judge with the labels)
     rm_heldout_frac: float = 0.2  # heldout_rm's own validation prompts among them (rm.heldout_frac)
-    rm_max_response: int = 64  # response tokens an RM reads (rm.max_length - rm.max_prompt_len)
+    rm_lengths: tuple[int, int] = (64, 64)  # prompt and response tokens an RM reads (rm.max_prompt_len, the rest)
 
 
 def policy_samples(model, tok, prompts, gen_cfg, k: int, seed: int, scoring: Scoring) -> dict:

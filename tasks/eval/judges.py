@@ -94,7 +94,7 @@ def function_judge(path: str):
         for prompt, a, b in triples:
             p = fn(prompt, a, b)
             if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0.0 <= float(p) <= 1.0):
-                raise PipelineError(f"eval.judges: {path} returned {p!r}, not a probability in [0, 1]")
+                raise PipelineError(f"params.yaml: eval.judges: {path} returned {p!r}, not a probability in [0, 1]")
             out.append(float(p))
         return out
 
