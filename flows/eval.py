@@ -14,11 +14,11 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import HELDOUT_PAIRS, MODELS, PLOTS, ROOT
+from flows.paths import EVAL_SFT, HELDOUT_PAIRS, MODELS, PLOTS, ROOT
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.champion import champion_gate
-from tasks.eval.evaluate import Judging, evaluate_policies
+from tasks.eval.evaluate import Judging, evaluate_policies, reference_from_json
 from tasks.eval.judges import function_judge, judge_name
 from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
 from tasks.label.gold import load_scorer
@@ -59,8 +59,9 @@ def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
     ctx = run_context(config.load("compute", params), "eval")
     cfg = config.load("eval", params)
+    reference = reference_from_json(json.loads((EVAL_SFT / "reference.json").read_text()))
     return evaluate_policies(
-        policy_dirs, MODELS / "sft", cfg, judging(params), prompts(cfg.split), texts("pretrain"), ctx
+        policy_dirs, MODELS / "sft", cfg, judging(params), prompts(cfg.split), texts("pretrain"), ctx, reference
     )
 
 

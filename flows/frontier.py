@@ -47,7 +47,7 @@ def collect_and_plot() -> dict:
     write_points(pts, METRICS / "frontier")
     sft = METRICS / "eval" / "sft.json"
     PNG.parent.mkdir(exist_ok=True)
-    plot(pts, json.loads(sft.read_text()).get("gold_reward") if sft.exists() else None, PNG, level)
+    plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level)
     mlflow = mlflow_setup(read_params())
     with mlflow.start_run(run_name=f"frontier-{time.strftime('%Y%m%d-%H%M%S')}", tags={"stage": "frontier"}):
         mlflow.log_artifact(str(PNG))

@@ -12,6 +12,7 @@ SAMPLES = ROOT / "data" / "samples"  # the sample stage's completions (and a sim
 COMPARISONS = ROOT / "data" / "comparisons"  # the labels stage's: the pairs rm and dpo train on
 PAIRS = COMPARISONS / "pairs.jsonl"
 HELDOUT_PAIRS = COMPARISONS / "heldout.jsonl"  # eval.heldout_share of the prompts: heldout_rm's and eval's only
+EVAL_SFT = ROOT / "data" / "eval_sft"  # SFT's side of every evaluation (samples, scores per judge), cached by DVC
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
 CHECKPOINTS = ROOT / ".checkpoints"

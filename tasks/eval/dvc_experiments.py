@@ -12,7 +12,8 @@ from tasks.eval import stats
 from tasks.runtime.files import atomic_path
 from tasks.sections.stages import POLICY_STAGES
 
-AGGREGATED = ("win_rate_gold", "gold_reward", "kl", "rm_score")  # rm_score: where an RM was trained
+# each where every run has it: win_rate is the gate judge's; gold where the task has a scorer, the RMs where trained
+AGGREGATED = ("win_rate", "win_rate_gold", "gold_reward", "win_rate_heldout_rm", "heldout_rm_score", "kl", "rm_score")
 
 
 def walk(node):
@@ -152,7 +153,7 @@ def differences(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
 def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:
     """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws; header only for an algorithm that
     did not train, so every file dvc.yaml names exists)."""
-    columns = ["experiment", "seed", *AGGREGATED, "win_rate_gold_ci_low", "win_rate_gold_ci_high"]
+    columns = ["experiment", "seed", *AGGREGATED, "win_rate_ci_low", "win_rate_ci_high"]
     for algo in POLICY_STAGES:
         rows = runs.get(algo, [])
         with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:

@@ -181,28 +181,72 @@ def sample_rows(prompts: list, pol: dict, base: dict) -> list[dict]:
     ]
 
 
+def head_judge(judging: Judging, scoring: Scoring) -> str | None:
+    """The pointwise judge of the head-to-head and greedy numbers: the gate's when pointwise, else gold, the
+    held-out RM, the RM, a function scorer; None without any."""
+    ranked = [judging.gate, "gold", "heldout_rm", "rm", *scoring.scorers]
+    return next((j for j in ranked if j in scoring.scorers or j in scoring.rms), None)
+
+
+def sft_reference(sft_dir, cfg, judging: Judging, prompts: list, texts: list[str], ctx: RunContext) -> dict:
+    """What every policy is compared with, computed once per SFT model and judges (the `eval_sft` stage caches it
+    for every experiment that shares them): SFT's samples with each pointwise judge's scores (its greedy ones too
+    with cfg.greedy), its perplexity, and every judge's agreement with the held-out labels."""
+    prompts, texts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts, texts[: cfg.ppl_texts]
+    sft, tok = load_lm(sft_dir, ctx.device)
+    scoring, pairwise = load_scoring(judging, cfg, ctx)
+    ref = {"sampled": policy_samples(sft, tok, prompts, cfg.generation, cfg.samples_per_prompt, cfg.seed, scoring)}
+    if cfg.greedy and head_judge(judging, scoring):
+        greedy = cfg.generation.model_copy(update={"temperature": 0.0})
+        ref["greedy"] = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, scoring)
+    ref["perplexity"] = perplexity(sft, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
+    ref["judges"] = judge_agreement(judging, scoring, pairwise, tok, cfg) if judging.heldout_pairs else {}
+    return ref
+
+
+def reference_to_json(ref: dict) -> dict:
+    """sft_reference's result as JSON (score arrays as nested lists: floats round-trip exactly)."""
+    draws = {
+        k: {j: v.tolist() if isinstance(v, np.ndarray) else v for j, v in ref[k].items()} for k in DRAWS & ref.keys()
+    }
+    return ref | draws
+
+
+def reference_from_json(data: dict) -> dict:
+    draws = {k: {j: v if j == "samples" else np.array(v) for j, v in data[k].items()} for k in DRAWS & data.keys()}
+    return data | draws
+
+
+DRAWS = {"sampled", "greedy"}
+
+
 def evaluate_policies(
-    policy_dirs: dict, sft_dir, cfg, judging: Judging, prompts: list, texts: list[str], ctx: RunContext
+    policy_dirs: dict,
+    sft_dir,
+    cfg,
+    judging: Judging,
+    prompts: list,
+    texts: list[str],
+    ctx: RunContext,
+    reference: dict | None = None,
 ) -> dict:
     """Every policy in policy_dirs ({name: dir}) vs the SFT model on held-out prompts (all, or the first
     cfg.max_prompts) and held-out texts for the perplexity (the first cfg.ppl_texts).
 
-    cfg: the `eval` section. The SFT model samples once; each policy samples the same prompts with the same
-    seed. Returns {"policies": {name: {"metrics", "samples": rows for a person to read}}, "head_to_head":
-    {a_vs_b: metrics}, "judges": each judge's agreement with the held-out labels (and gold)}; "sft" is among
-    the policies (its win rates are exactly ½ and its KL 0).
+    cfg: the `eval` section. reference: SFT's side (sft_reference's, cached by the eval_sft stage; None:
+    computed here). Each policy samples the same prompts with the same seed. Returns {"policies": {name:
+    {"metrics", "samples": rows for a person to read}}, "head_to_head": {a_vs_b: metrics}, "judges": each judge's
+    agreement with the held-out labels (and gold)}; "sft" is among the policies (win rates exactly ½, KL 0).
     """
-    prompts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts
-    texts = texts[: cfg.ppl_texts]
+    reference = reference or sft_reference(sft_dir, cfg, judging, prompts, texts, ctx)
+    prompts, texts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts, texts[: cfg.ppl_texts]
     n, k = len(prompts), cfg.samples_per_prompt
     indices = stats.bootstrap_indices(n, cfg.bootstrap_resamples, cfg.seed)
     sft, tok = load_lm(sft_dir, ctx.device)
     scoring, pairwise = load_scoring(judging, cfg, ctx)
-    ranked = [judging.gate, "gold", "heldout_rm", "rm", *scoring.scorers]
-    head = next((j for j in ranked if j in scoring.scorers or j in scoring.rms), None)  # a pointwise judge
+    head = head_judge(judging, scoring)
     greedy = cfg.generation.model_copy(update={"temperature": 0.0})
-    base = policy_samples(sft, tok, prompts, cfg.generation, k, cfg.seed, scoring)
-    base_greedy = policy_samples(sft, tok, prompts, greedy, 1, cfg.seed, scoring) if cfg.greedy and head else None
+    base, base_greedy = reference["sampled"], reference.get("greedy")
     out, scores = {}, {}
     for name, path in {"sft": None, **policy_dirs}.items():
         policy = sft if path is None else load_lm(path, ctx.device)[0]
@@ -210,7 +254,11 @@ def evaluate_policies(
         kl = policy_kl(policy, sft, tok, pol, n, ctx, cfg.batch_size)
         outcomes, extra = outcomes_vs_sft(pol, base, pairwise, prompts, path is None, k)
         m = policy_metrics(pol, base, outcomes, kl, judging.gate, indices, cfg.ci_level) | extra
-        m["perplexity"] = perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
+        m["perplexity"] = (
+            reference["perplexity"]
+            if path is None
+            else perplexity(policy, tok, texts, cfg.ppl_max_length, cfg.batch_size, ctx)
+        )
         if base_greedy is not None:  # greedy decoding: the policy's mode, judged the same way
             g = base_greedy if path is None else policy_samples(policy, tok, prompts, greedy, 1, cfg.seed, scoring)
             m |= {
@@ -220,6 +268,5 @@ def evaluate_policies(
         out[name] = {"metrics": m, "samples": sample_rows(prompts, pol, base)}
         if head:
             scores[name] = pol[head]
-    agreement = judge_agreement(judging, scoring, pairwise, tok, cfg) if judging.heldout_pairs else {}
     h2h = head_to_head(scores, indices, cfg.ci_level, head) if head else {}
-    return {"policies": out, "head_to_head": h2h, "judges": agreement}
+    return {"policies": out, "head_to_head": h2h, "judges": reference["judges"]}

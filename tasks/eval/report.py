@@ -135,10 +135,12 @@ def seeds_figure(summary: dict[str, dict], runs: dict[str, list[dict]], png: Pat
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (algo, rows) in enumerate(runs.items()):
         s = summary[algo]
-        left.plot([i] * len(rows), [r["win_rate_gold"] for r in rows], ".", color=f"C{i}", alpha=0.5)
-        right.plot([r["kl"] for r in rows], [r["gold_reward"] for r in rows], ".", color=f"C{i}", alpha=0.5)
+        win = "win_rate" if "win_rate" in s else "win_rate_gold"  # experiments from before the headline win rate
+        score = next(c for c in SCORE_COLUMNS if c in s)
+        left.plot([i] * len(rows), [r[win] for r in rows], ".", color=f"C{i}", alpha=0.5)
+        right.plot([r["kl"] for r in rows], [r[score] for r in rows], ".", color=f"C{i}", alpha=0.5)
 
-        w, kl, g = s["win_rate_gold"], s["kl"], s["gold_reward"]
+        w, kl, g = s[win], s["kl"], s[score]
         left.errorbar([i], [w["mean"]], yerr=_half(w), fmt="o", ms=8, capsize=5, color=f"C{i}")
         right.errorbar(
             [kl["mean"]],
@@ -153,9 +155,9 @@ def seeds_figure(summary: dict[str, dict], runs: dict[str, list[dict]], png: Pat
         )
     left.axhline(0.5, color="grey", lw=1, ls=":")
     left.set_xticks(range(len(runs)), list(runs))
-    left.set_ylabel(f"gold win rate vs SFT (mean, {level:.0%} t-interval)")
+    left.set_ylabel(f"win rate vs SFT, the gate's judge (mean, {level:.0%} t-interval)")
     right.set_xlabel("KL(π ‖ π_SFT), nats")
-    right.set_ylabel("gold reward")
+    right.set_ylabel(SCORE_COLUMNS[next(c for c in SCORE_COLUMNS if c in next(iter(summary.values())))])
     right.legend(fontsize=8)
     fig.suptitle("Over seeds: dots are single seeds")
     _save(fig, png)
