@@ -14,7 +14,7 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import EVAL_SFT, HELDOUT_PAIRS, MODELS, PLOTS, ROOT
+from flows.paths import EVAL_SFT, HELDOUT_PAIRS, MODELS, PLOTS
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.champion import champion_gate
@@ -51,6 +51,7 @@ def judging(params: dict) -> Judging:
         heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],
         rm_heldout_frac=rm.heldout_frac,
         rm_lengths=(rm.max_prompt_len, rm.max_length - rm.max_prompt_len),
+        judge_dir=MODELS / "judge",
     )
 
 
@@ -154,9 +155,9 @@ def check_judges(params: dict) -> None:
         raise PipelineError(f"params.yaml: eval.champion.judge is {gate}, but models/{gate} records 'skipped'")
     if "gold" in listed:
         load_scorer(config.load("sample", params).gold_scorer)
-    if "lm" in listed and not (ROOT / cfg.judge_model / "config.json").exists():
+    if "lm" in listed and not (MODELS / "judge" / "config.json").exists():
         raise PipelineError(
-            f"params.yaml: eval.judge_model: {cfg.judge_model} is not a model directory (no config.json)"
+            f"eval: lm judges, but models/judge holds no model: run dvc repro judge ({cfg.judge_model})"
         )
     for entry in listed:
         if ":" in entry:  # a pairwise function asked once here: a non-probability stops eval before any model loads

@@ -239,10 +239,10 @@ BAD = [
     ),
     (
         "judge-model-missing",
-        "flows.eval",
-        {"eval": {"judges": ["gold", "lm"], "judge_model": "models/no-such-judge"}},
+        "flows.judge",
+        {"eval": {"judges": ["gold", "lm"], "judge_model": "./models/no-such-judge"}},
         None,
-        "params.yaml: eval.judge_model: models/no-such-judge is not a model directory",
+        "eval.judge_model: ./models/no-such-judge not found",
     ),
     (
         "level-of-one",

@@ -195,12 +195,14 @@ def test_eval_reports_every_judge_with_lc_and_position_consistency(tiny_pipeline
 
     params = config.read_params(root / "params.yaml")
     judges = ["gold", "rm", "heldout_rm", "lm", "tests.scorers:prefer_first", "tests.scorers:more_the"]
-    patch = {"max_prompts": 4, "bootstrap_resamples": 100, "judges": judges, "judge_model": str(root / "models/sft")}
+    patch = {"max_prompts": 4, "bootstrap_resamples": 100, "judges": judges, "judge_model": "models/sft"}
     cfg = config.load("eval", params).model_copy(update=patch)
     prompts = [json.loads(line)["prompt"] for line in open(root / "data/prepared/eval.jsonl")]
     texts = [json.loads(line)["text"] for line in open(root / "data/prepared/pretrain.jsonl")]
     rm_dirs = {"rm": root / "models/rm", "heldout_rm": root / "models/heldout_rm"}
-    judging = Judging(judges, "heldout_rm", "tasks.label.gold:vader", rm_dirs, held, 0.25, (24, 24))
+    judging = Judging(
+        judges, "heldout_rm", "tasks.label.gold:vader", rm_dirs, held, 0.25, (24, 24), root / "models/sft"
+    )
     out = evaluate_policies(
         {"sft_copy": root / "models/sft"}, root / "models/sft", cfg, judging, prompts, texts, SINGLE_PROCESS
     )

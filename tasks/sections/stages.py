@@ -29,6 +29,7 @@ STAGES = {
         StageInfo("rto", policy=True, online=True, prompt_split="policy", kl_knob="rto.kl.coef"),
         StageInfo("grpo", policy=True, online=True, prompt_split="policy", kl_knob="grpo.kl.coef"),
         StageInfo("rloo", policy=True, online=True, prompt_split="policy", kl_knob="rloo.kl.coef"),
+        StageInfo("judge"),  # the lm judge's model (eval.judge_model)
         StageInfo("eval_sft", prompt_split="eval"),  # SFT's side of eval, cached for every experiment
         StageInfo("eval", prompt_split="eval"),
     )
