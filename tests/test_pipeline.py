@@ -101,6 +101,7 @@ def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_
             "ppo_kl_coef": [0.001, 0.1, 1.0],
             "dpo_kl_coef": [0.02, 0.5, 5.0],
             "rto_kl_coef": [0.001, 0.05, 0.5],
+            "seeds": [0],
             "jobs": 2,
         },
     )

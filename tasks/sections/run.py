@@ -166,7 +166,7 @@ class FrontierConfig(Section):
         default_factory=lambda: [0.005, 0.05, 0.1], description="rloo.kl.coef of each sweep experiment"
     )
     seeds: list[int] = Field(
-        default_factory=lambda: [0],
+        default_factory=lambda: [0, 1],
         description="each value of the sweep runs once per seed (the policy stages' seed); points average them",
     )
     jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
