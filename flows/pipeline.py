@@ -235,20 +235,18 @@ def pipeline(
             m = json.loads(path.read_text()) if path.exists() else {}
             if "kl" in m:
                 results[policy] = m
-                metrics = {f"{policy}/{k}": float(v) for k, v in m.items()}
-                short = {f"{policy}/{k.replace('_gold', '')}": float(v) for k, v in m.items() if "win_rate_gold" in k}
-                mlflow.log_metrics(metrics | short)
+                mlflow.log_metrics({f"{policy}/{k}": float(v) for k, v in m.items()})  # win_rate: the gate judge's
 
     def interval(m: dict) -> str:
         return (
-            f" [{m['win_rate_gold_ci_low']:.3f}, {m['win_rate_gold_ci_high']:.3f}]"
-            if "win_rate_gold_ci_low" in m
+            f" [{m['win_rate_ci_low']:.3f}, {m['win_rate_ci_high']:.3f}]"
+            if "win_rate_ci_low" in m
             else ""
         )
 
     print(
         f"pipeline {name}: "
-        + ", ".join(f"{p} win {m['win_rate_gold']:.3f}{interval(m)} kl {m['kl']:.2f}" for p, m in results.items())
+        + ", ".join(f"{p} win {m['win_rate']:.3f}{interval(m)} kl {m['kl']:.2f}" for p, m in results.items())
     )
     return {"experiment": name, "mlflow_run_id": run.info.run_id, "results": results}
 

@@ -22,23 +22,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the in-process tests too (befor
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# Never copied into a test project: local run state and outputs of the developer's own runs.
-SKIP = {
-    ".venv",
-    ".git",
-    ".prefect",
-    ".cache",
-    "mlflow.db",
-    "mlartifacts",
-    "mlruns",
-    "models",
-    ".pytest_cache",
-    "__pycache__",
-    "prepared",
-    "metrics",
-    "dvc.lock",
-    "plots",
-}
+# Never copied into a test project, besides what git ignores: the developer's own results and DVC's lock (a test
+# project starts before any run; the committed metrics and plots are results, not inputs).
+NOT_INPUTS = ("metrics/", "plots/", "dvc.lock")
+
+
+def project_files(src: Path) -> list[str]:
+    """The files a test project starts from: git's tracked and not-ignored ones, so that nothing a run of the
+    developer's wrote (outputs, labels.db, mlflow.db, .ui.env, .venv, DVC's cache) leaks into a test."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=src,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [f for f in dict.fromkeys(out.split("\0")) if f and not f.startswith(NOT_INPUTS) and (src / f).is_file()]
 
 
 def free_port() -> int:
@@ -67,14 +65,12 @@ def project_env(root: Path, **extra) -> dict:
     return env
 
 
-def make_project(dest: Path, profile: str | None = "tiny") -> Path:
-    """Copy the project (code, params, data) to dest as a fresh git + DVC repo on the given profile."""
-
-    def ignore(d, names):  # and never DVC's cache or temp dirs (gigabytes of the developer's own runs)
-        dvc_dir = os.path.basename(d) == ".dvc"
-        return [n for n in names if n in SKIP or n.startswith(".reviews") or (dvc_dir and n in ("cache", "tmp"))]
-
-    shutil.copytree(REPO, dest, ignore=ignore)
+def make_project(dest: Path, profile: str | None = "tiny", src: Path = REPO) -> Path:
+    """Copy the project's files (project_files: never a run's outputs) to dest as a fresh git + DVC repo on the
+    given profile."""
+    for rel in project_files(src):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dest / rel)
     env = project_env(dest)
     run = lambda *cmd: subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True, timeout=120)  # noqa
     run("git", "init", "-q")

@@ -1,6 +1,7 @@
 """Config validation: a bad value is one clear line naming the field, before any work starts."""
 
 import math
+import sys
 
 import pytest
 
@@ -83,3 +84,40 @@ def test_stage_exits_with_one_line_and_no_traceback(tmp_path):
         "error: params.yaml: sft.lr: Input should be greater than 0 (got -0.001)"
     ]
     assert not (root / "models").exists()  # nothing was started
+
+
+@pytest.mark.slow  # the collection imports torch, transformers, Prefect and MLflow in a fresh process
+def test_a_test_project_never_holds_what_a_run_left_behind(tmp_path):
+    """`make test` right after `make repro` in the same checkout: a test's project copy starts from the tracked
+    (and not-ignored) files only, so the outputs, label store, MLflow store and UI settings of the user's run
+    stay out of it (a copied data/samples/ once broke the label-pause tests with FileExistsError)."""
+    checkout = make_project(tmp_path / "checkout", profile=None)
+    leftovers = [
+        "data/samples/completions.jsonl",
+        "data/comparisons/pairs.jsonl",
+        "data/eval_sft/reference.json",
+        "models/sft/config.json",
+        "labels.db",
+        "mlflow.db",
+        ".ui.env",
+        "mlartifacts/1/model.pkl",
+        ".prefect/prefect.db",
+        ".checkpoints/sft/state.pt",
+        ".cache/base/model.gguf",
+        "dvc.lock",
+        "metrics/eval/ppo.json",
+    ]
+    for rel in leftovers:
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / rel).write_text("left by a run\n")
+    (checkout / "flows/new_stage.py").write_text('"""A new file not yet added to git: a test sees it."""\n')
+    copy = make_project(tmp_path / "copy", profile=None, src=checkout)
+    assert [rel for rel in leftovers if (copy / rel).exists()] == []
+    assert (copy / "flows/new_stage.py").exists() and (copy / "params.yaml").read_bytes() == (
+        checkout / "params.yaml"
+    ).read_bytes()
+    (copy / "data/samples").mkdir(parents=True)  # what the label-pause fixture does first
+    collected = run_cmd(
+        copy, sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist", "-o", "addopts="
+    )
+    assert "tests collected" in collected.stdout and "error" not in collected.stdout.lower()
