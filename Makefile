@@ -21,7 +21,8 @@ repro: setup          ## the whole pipeline on the default params
 	dvc repro
 	dvc checkout --relink
 
-test: setup           ## the test suite (tiny model, real DVC/Prefect/MLflow)
+test: setup           ## the test suite (tiny model, real DVC/Prefect/MLflow, a headless browser)
+	@.ci/ensure-browser
 	$(PY) -m pytest
 
 test-fast: setup      ## the unit tests alone (no pipeline runs, no servers): about half a minute
