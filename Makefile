@@ -35,8 +35,8 @@ lint: setup           ## ruff: lint + format check (what CI runs before the test
 ui: setup             ## Prefect + MLflow servers on 127.0.0.1 (SQLite); the pipeline reports to them; Ctrl-C stops
 	$(PY) -m flows.ui
 
-label: setup          ## the labeling page on 127.0.0.1:8765 over labels.db (python -m flows.label_page --help)
-	$(PY) -m flows.label_page
+label: setup          ## the labeling page on 127.0.0.1:8765 over labels.db (python -m flows.label --help)
+	$(PY) -m flows.label serve
 
 POOL ?= cpu
 worker: setup         ## a Prefect process worker for pool $(POOL) in this checkout (make worker POOL=gpu)

@@ -1,5 +1,5 @@
 """The labeling path end to end with simulated people: the sample stage's completions as tasks in a fresh label
-store, the real page server (flows/label_page.py), N annotators ranking through its HTTP API, the labels stage's
+store, the real page server (flows/label.py), N annotators ranking through its HTTP API, the labels stage's
 export and report (tasks/label/export.py).
 
     python -m bench.labeling [completions.jsonl] [--annotators 2] [--tau 0.1] [--overlap 0.1] [--out result.json]
@@ -69,7 +69,7 @@ def main() -> None:
     with socket.socket() as sock:  # a free port on this machine
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    page = subprocess.Popen([sys.executable, "-m", "flows.label_page", "--store", url, "--port", str(port)])
+    page = subprocess.Popen([sys.executable, "-m", "flows.label", "serve", "--store", url, "--port", str(port)])
     base = f"http://127.0.0.1:{port}/api"
     rng, latency, people = np.random.default_rng(0), [], [f"person{i}" for i in range(args.annotators)]
     try:

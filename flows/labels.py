@@ -1,4 +1,5 @@
-"""`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json), and,
+"""`labels` stage: the comparisons rm and dpo train on -> data/comparisons/pairs.jsonl (+ report.json and, with
+people's labels, rankings.jsonl: every ranking as given, what `python -m flows.label restore` reads), and,
 when heldout_rm is among eval.judges, the held-out share (eval.heldout_share of the prompts) that only the
 heldout_rm judge trains on and eval measures the judges on -> data/comparisons/heldout.jsonl.
 
@@ -25,6 +26,7 @@ from flows.common import PIPELINE_RUN, read_params, run_stage, stage_run, write_
 from flows.paths import COMPARISONS, ROOT, SAMPLES, store_url
 from tasks import config
 from tasks.data.splits import split_for_judges
+from tasks.label.archive import archive
 from tasks.label.export import export, report_lines, target_of
 from tasks.label.store import LabelStore
 from tasks.runtime.errors import PipelineError, die_cleanly
@@ -44,7 +46,18 @@ def labeling_page(cfg, url: str):
     if page_answers(url):
         yield
         return
-    cmd = [sys.executable, "-m", "flows.label_page", "--store", cfg.store, "--host", cfg.host, "--port", str(cfg.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.label",
+        "serve",
+        "--store",
+        cfg.store,
+        "--host",
+        cfg.host,
+        "--port",
+        str(cfg.port),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     try:
         deadline = time.time() + 60
@@ -151,6 +164,7 @@ def people_labels(cfg, params: dict, staging) -> dict:
         raise PipelineError(f"labels: no comparisons yet ({report_lines(report)[0]}): rank some tasks first")
     report |= write_pairs(pairs, params, staging)
     write_json(staging / "report.json", report)
+    write_jsonl(staging / "rankings.jsonl", archive(store, prompt_ids))  # every ranking as given: not only in the db
     for line in report_lines(report):
         print(f"labels: {line}")
     return report

@@ -238,11 +238,7 @@ def pipeline(
                 mlflow.log_metrics({f"{policy}/{k}": float(v) for k, v in m.items()})  # win_rate: the gate judge's
 
     def interval(m: dict) -> str:
-        return (
-            f" [{m['win_rate_ci_low']:.3f}, {m['win_rate_ci_high']:.3f}]"
-            if "win_rate_ci_low" in m
-            else ""
-        )
+        return f" [{m['win_rate_ci_low']:.3f}, {m['win_rate_ci_high']:.3f}]" if "win_rate_ci_low" in m else ""
 
     print(
         f"pipeline {name}: "

@@ -32,7 +32,7 @@ def groups() -> list[dict]:
 
 def serve(tmp_path, db):
     port = free_port()
-    cmd = [sys.executable, "-m", "flows.label_page", "--store", f"sqlite:///{db}", "--port", str(port)]
+    cmd = [sys.executable, "-m", "flows.label", "serve", "--store", f"sqlite:///{db}", "--port", str(port)]
     env = project_env(tmp_path)
     env["PYTHONPATH"] = str(os.getcwd())
     return start_server(cmd, f"http://127.0.0.1:{port}/api/progress", tmp_path, env, timeout=60), port
@@ -136,3 +136,93 @@ def test_a_killed_server_loses_no_submitted_label(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_invited_people_sign_in_by_link_and_nobody_else_writes(tmp_path, browser):
+    """Invite tokens: Alice opens her link in headless Chromium (the token goes into an HttpOnly, SameSite=Strict
+    cookie and out of the address bar) and labels; requests with no token or a forged one get 401 on every write
+    and the store is unchanged; a valid token's holder cannot write under another name; a revoked link stops."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tasks.label import access
+    from tasks.label.archive import archive
+    from tasks.label.page import COOKIE
+
+    db = tmp_path / "labels.db"
+    store = LabelStore(f"sqlite:///{db}")
+    store.add_tasks(groups())
+    alice = access.invite(store, "Alice Smith")
+    proc, port = serve(tmp_path, db)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        browser.delete_all_cookies()
+        browser.get(f"{base}/?token={alice}")
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "signed").text == "Signed in as Alice Smith")
+        assert "token" not in browser.current_url and not browser.find_element(By.ID, "annotator").is_displayed()
+        cookie = browser.get_cookie(COOKIE)
+        assert cookie["value"] == alice and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert browser.execute_script("return document.cookie") == ""  # the page's scripts never see it
+        browser.find_element(By.ID, "start").click()
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "prompt").text == "Prompt 0:")
+        browser.find_element(By.TAG_NAME, "body").send_keys("1", "2", "3", Keys.ENTER)
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "prompt").text == "Prompt 1:")
+
+        before = archive(store)
+        writes = [
+            ("post", "/api/submit", {"task_id": 2, "annotator": "Alice Smith", "ranks": [1, 2, 3]}),
+            ("post", "/api/skip", {"task_id": 2, "annotator": "Alice Smith"}),
+            ("post", "/api/undo", {"annotator": "Alice Smith"}),
+        ]
+        for cookies in ({}, {COOKIE: "forged-" + alice[7:]}):
+            with httpx.Client(base_url=base, cookies=cookies) as client:
+                assert client.get("/api/next", params={"annotator": "Alice Smith"}).status_code == 401
+                for method, path, body in writes:
+                    r = client.request(method, path, json=body)
+                    assert r.status_code == 401 and "invite link" in r.json()["error"], (cookies, path)
+        assert httpx.get(f"{base}/?token=forged").status_code == 401
+        assert archive(store) == before  # nothing written, nothing handed out
+
+        bob = access.invite(store, "Bob")
+        with httpx.Client(base_url=base, cookies={COOKIE: bob}) as client:
+            task = client.get("/api/next", params={"annotator": "Alice Smith"}).json()["task"]
+            r = client.post("/api/submit", json={"task_id": task["id"], "annotator": "Alice Smith", "ranks": [3, 2, 1]})
+            assert r.status_code == 200
+        access.revoke(store, "Alice Smith")
+        with httpx.Client(base_url=base, cookies={COOKIE: alice}) as client:
+            assert client.post("/api/undo", json={}).status_code == 401
+    finally:
+        browser.delete_all_cookies()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    by = {}
+    for p in LabelStore(f"sqlite:///{db}").export_pairs():
+        by[p["annotator"]] = by.get(p["annotator"], 0) + 1
+    assert by == {"Alice Smith": 3, "Bob": 3}  # Bob's label is his, whatever name his request claimed
+
+
+def test_the_page_refuses_other_machines_until_someone_is_invited(tmp_path):
+    import subprocess
+
+    from tasks.label import access
+
+    db = tmp_path / "labels.db"
+    LabelStore(f"sqlite:///{db}").add_tasks(groups())
+    port = free_port()
+    cmd = [sys.executable, "-m", "flows.label", "serve", "--store", f"sqlite:///{db}", "--host", "0.0.0.0"]
+    env = project_env(tmp_path) | {"PYTHONPATH": str(os.getcwd())}
+    proc = subprocess.run([*cmd, "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "0.0.0.0 is reachable from other machines, and nobody is invited" in proc.stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/api/progress", timeout=2)
+    access.invite(LabelStore(f"sqlite:///{db}"), "Alice")
+    invited = subprocess.run(
+        [sys.executable, "-m", "flows.label", "invite", "Bob", "--store", f"sqlite:///{db}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert invited.returncode == 0 and "/?token=" in invited.stdout

@@ -146,3 +146,51 @@ def test_a_relative_store_is_the_checkouts_also_in_an_experiments_temporary_copy
     assert store_url("postgresql://u@h/db") == "postgresql://u@h/db"
     monkeypatch.setenv(LABELS_HOME, str(tmp_path))  # what flows/experiments.py gives queued experiments
     assert store_url("sqlite:///labels.db") == f"sqlite:///{tmp_path}/labels.db"
+
+
+def test_an_invite_stores_only_the_token_s_hash_and_revoking_stops_it(tmp_path):
+    from tasks.label import access
+
+    db = tmp_path / "labels.db"
+    store = LabelStore(f"sqlite:///{db}")
+    assert not access.closed(store) and access.who(store, "anything") is None
+    token = access.invite(store, "Alice Smith")
+    assert access.closed(store) and access.who(store, token) == "Alice Smith"
+    assert token.encode() not in db.read_bytes() and access.digest(token).encode() in db.read_bytes()
+    assert access.who(store, token + "x") is None and access.who(store, None) is None
+    with pytest.raises(LabelError, match="already invited"):
+        access.invite(store, "Alice Smith")
+    access.revoke(store, "Alice Smith")
+    assert access.who(store, token) is None and access.closed(store)  # still closed: nobody else walks in
+    fresh = access.invite(store, "Alice Smith")  # a revoked person can get a new link
+    assert fresh != token and access.who(store, fresh) == "Alice Smith" and access.who(store, token) is None
+    assert [(a["name"], a["revoked"]) for a in access.annotators(store)] == [("Alice Smith", None)]
+    with pytest.raises(LabelError, match="no invited annotator 'Bob'"):
+        access.revoke(store, "Bob")
+
+
+def test_archive_restore_archive_gives_the_same_rankings(tmp_path):
+    """Every kind of record a store holds — rankings with ties, all bad, a skip, an undone label, a task in two
+    people's hands — survives an export and a restore into an empty store, and the pairs are the same."""
+    from tasks.label.archive import archive, restore
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'a.db'}")
+    store.add_tasks(groups(5), overlap=0.5, seed=1)
+    for name, action in [("ann", [2, 1, 1, 3]), ("bob", "all_bad"), ("ann", "skip"), ("cid", [1, 2, 3, 4])]:
+        task = store.next_task(name)
+        if action == "skip":
+            store.skip(task.id, name)
+        elif action == "all_bad":
+            store.submit(task.id, name, all_bad=True)
+        else:
+            store.submit(task.id, name, ranks=action)
+    store.undo_last("cid")
+    store.submit(store.next_task("cid").id, "cid", ranks=[4, 3, 2, 1])
+    first = archive(store)
+    again = LabelStore(f"sqlite:///{tmp_path / 'b.db'}")
+    assert restore(again, first) == {"tasks": 5, "labels": 4}
+    assert archive(again) == first and again.export_pairs() == store.export_pairs()
+    assert again.progress() == store.progress()
+    assert again.next_task("ann").id == store.next_task("ann").id  # hand-outs and skips carried over too
+    with pytest.raises(LabelError, match="restore into an empty store"):
+        restore(again, first)

@@ -1,8 +1,12 @@
 """The labeling page: one prompt and its K completions at a time, ranked by a person, each submission stored in
 the label store (tasks/label/store.py) before the page moves on.
 
-`make_app(store, on_label)` is a FastAPI app: GET / (the page), GET /api/next, POST /api/submit, /api/skip,
-/api/undo, GET /api/progress; `on_label()` runs after each stored label and progress read (the pipeline resumes a
+`make_app(store, on_label)` is a FastAPI app: GET / (the page), GET /api/me, GET /api/next, POST /api/submit,
+/api/skip, /api/undo, GET /api/progress. Once anyone is invited (tasks/label/access.py) the store is closed: the
+invite link (GET /?token=...) sets the token as an HttpOnly, SameSite=Strict cookie, every request's annotator is
+the name that token was issued to (a name in the request is ignored), and a request without a valid token gets
+401 and writes nothing. Before any invite (127.0.0.1 only: flows/label.py refuses other addresses) the person
+types a name. `on_label()` runs after each stored label and progress read (the pipeline resumes a
 paused run there; a failure in it never loses a label). Bodies are validated (pydantic: unknown fields and wrong
 types refused); what the store refuses comes back as 400 {"error": one line}. Model outputs are untrusted text:
 the page puts them into the document with `textContent` only, never as HTML.
@@ -10,16 +14,20 @@ the page puts them into the document with `textContent` only, never as HTML.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.label import access
 from tasks.label.store import LabelError, LabelStore
+
+COOKIE = "rlhf_label_token"
+SIGN_IN = "sign in first: open the invite link you were given (python -m flows.label invite NAME)"
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotator: str = Field(min_length=1, max_length=100)
+    annotator: str = Field("", max_length=100)  # the typed name; ignored once the store is closed
 
 
 class Submission(Body):
@@ -53,9 +61,27 @@ def make_app(store: LabelStore, on_label=lambda: None) -> FastAPI:
     def refused(e: LabelError) -> JSONResponse:
         return JSONResponse({"error": str(e)}, status_code=400)
 
+    def caller(request: Request, claimed: str) -> str | None:
+        """Who is asking: the token's name when the store is closed (None: no valid token), else the typed name."""
+        return access.who(store, request.cookies.get(COOKIE)) if access.closed(store) else claimed
+
+    def unsigned() -> JSONResponse:
+        return JSONResponse({"error": SIGN_IN}, status_code=401)
+
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE
+    def page(token: str | None = None):
+        if token is None:
+            return PAGE
+        if access.who(store, token) is None:
+            return HTMLResponse("This invite link is not valid (revoked or mistyped).", status_code=401)
+        response = RedirectResponse("/", status_code=303)  # the token leaves the address bar and the history
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=90 * 24 * 3600)
+        return response
+
+    @app.get("/api/me")
+    def me(request: Request) -> dict:
+        closed = access.closed(store)
+        return {"closed": closed, "name": caller(request, "") if closed else None}
 
     @app.get("/api/progress")
     def progress() -> dict:
@@ -63,33 +89,41 @@ def make_app(store: LabelStore, on_label=lambda: None) -> FastAPI:
         return store.progress()
 
     @app.get("/api/next")
-    def next_task(annotator: str):
+    def next_task(request: Request, annotator: str = ""):
+        if (name := caller(request, annotator)) is None:
+            return unsigned()
         try:
-            return {"task": task_view(store.next_task(annotator)), "progress": store.progress()}
+            return {"task": task_view(store.next_task(name)), "progress": store.progress()}
         except LabelError as e:
             return refused(e)
 
     @app.post("/api/submit")
-    def submit(body: Submission):
+    def submit(request: Request, body: Submission):
+        if (name := caller(request, body.annotator)) is None:
+            return unsigned()
         try:
-            label = store.submit(body.task_id, body.annotator, ranks=body.ranks, all_bad=body.all_bad)
+            label = store.submit(body.task_id, name, ranks=body.ranks, all_bad=body.all_bad)
         except LabelError as e:
             return refused(e)
         after_label()
         return {"label_id": label, "progress": store.progress()}
 
     @app.post("/api/skip")
-    def skip(body: Skip):
+    def skip(request: Request, body: Skip):
+        if (name := caller(request, body.annotator)) is None:
+            return unsigned()
         try:
-            store.skip(body.task_id, body.annotator)
+            store.skip(body.task_id, name)
         except LabelError as e:
             return refused(e)
         return {"ok": True}
 
     @app.post("/api/undo")
-    def undo(body: Body):
+    def undo(request: Request, body: Body):
+        if (name := caller(request, body.annotator)) is None:
+            return unsigned()
         try:
-            return {"label_id": store.undo_last(body.annotator)}
+            return {"label_id": store.undo_last(name)}
         except LabelError as e:
             return refused(e)
 
@@ -108,8 +142,8 @@ PAGE = """<!doctype html>
  #status{color:#a00} #progress{color:#555} button{margin-right:.5em}
 </style></head><body>
 <h1>Rank the completions</h1>
-<p><label>Your name <input id="annotator" autocomplete="name"></label> <button id="start">Start</button>
- <span id="progress"></span></p>
+<p><span id="typed"><label>Your name <input id="annotator" autocomplete="name"></label></span>
+ <span id="signed" hidden></span> <button id="start">Start</button> <span id="progress"></span></p>
 <p id="help">Keys: <b>1</b>&ndash;<b>K</b> give the next rank (best first), <b>=</b> then a number: same rank
  as the previous (a tie), <b>Backspace</b> clears, <b>Enter</b> submits, <b>b</b> all bad, <b>s</b> skip,
  <b>u</b> undo the last submission.</p>
@@ -122,9 +156,9 @@ PAGE = """<!doctype html>
 <p id="done" hidden>Nothing left to label for you. Thank you.</p>
 <p id="status" role="status"></p>
 <script>
-let task = null, order = [], tie = false;
+let task = null, order = [], tie = false, signedIn = null;
 const $ = id => document.getElementById(id);
-const who = () => $("annotator").value.trim();
+const who = () => signedIn || $("annotator").value.trim();
 function say(text) { $("status").textContent = text || ""; }
 async function call(path, body) {
   const r = await fetch(path, body === undefined ? {} :
@@ -189,6 +223,13 @@ function submit() {
   if (r.some(x => x === null)) { say("Rank every completion (or mark them all bad)."); return; }
   act("/api/submit", {task_id: task.id, annotator: who(), ranks: r}, next);
 }
+fetch("/api/me").then(r => r.json()).then(me => {
+  if (!me.closed) return;
+  $("typed").hidden = true; $("signed").hidden = false;
+  signedIn = me.name;
+  $("signed").textContent = me.name ? "Signed in as " + me.name : "Open your invite link to sign in.";
+  if (!me.name) $("start").disabled = true;
+});
 $("start").addEventListener("click", next);
 $("submit").addEventListener("click", submit);
 $("allbad").addEventListener("click",
