@@ -32,8 +32,9 @@ lint: setup           ## ruff: lint + format check (what CI runs before the test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-ui: setup             ## Prefect + MLflow servers on 127.0.0.1 (SQLite); the pipeline reports to them; Ctrl-C stops
-	$(PY) -m flows.ui
+HOST ?= 127.0.0.1
+ui: setup             ## Prefect + MLflow servers on HOST (off loopback: RLHF_UI_AUTH=user:password); Ctrl-C stops
+	$(PY) -m flows.ui --host $(HOST)
 
 label: setup          ## the labeling page on 127.0.0.1:8765 over labels.db (python -m flows.label --help)
 	$(PY) -m flows.label serve

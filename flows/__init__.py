@@ -6,6 +6,7 @@ its heartbeat locks SQLite). Set PREFECT_API_URL to report to a real server inst
 """
 
 import os
+import shlex
 
 from flows.paths import PREFECT_HOME, UI_ENV
 
@@ -21,13 +22,14 @@ def _ui_env() -> None:
     environment already says otherwise). A file left behind by a killed `make ui` is ignored."""
     if not UI_ENV.exists():
         return
-    env = dict(line.split("=", 1) for line in UI_ENV.read_text().split() if "=" in line)
+    env = dict(item.split("=", 1) for item in shlex.split(UI_ENV.read_text()) if "=" in item)
     try:
         for pid in env.get("UI_PIDS", "").split(","):
             os.kill(int(pid), 0)
     except (ValueError, OSError):
         return
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+    keys = ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME")
+    for key in (*keys, "MLFLOW_TRACKING_PASSWORD"):
         if key in env:
             os.environ.setdefault(key, env[key])
 
