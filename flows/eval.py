@@ -14,17 +14,16 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import EVAL_SFT, HELDOUT_PAIRS, MODELS, PLOTS
+from flows.eval_sft import cached_reference
+from flows.judging import check_judges, judging
+from flows.paths import MODELS, PLOTS
 from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.champion import champion_gate
-from tasks.eval.evaluate import Judging, evaluate_policies, reference_from_json
-from tasks.eval.judges import function_judge, judge_name
+from tasks.eval.evaluate import evaluate_policies
+from tasks.eval.judges import judge_name
 from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
-from tasks.label.gold import load_scorer
 from tasks.runtime.device import run_context
-from tasks.runtime.errors import PipelineError
-from tasks.runtime.files import read_jsonl
 from tasks.sections.stages import POLICY_STAGES
 
 POLICIES = POLICY_STAGES
@@ -40,27 +39,14 @@ def run_info(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def judging(params: dict) -> Judging:
-    """Who judges this evaluation (eval.judges resolved, the gate's judge) and what they read."""
-    listed, rm = config.judges(params), config.load("rm", params)
-    return Judging(
-        judges=listed,
-        gate=judge_name(config.gate_judge(params)),
-        gold_scorer=config.load("sample", params).gold_scorer,
-        rm_dirs={name: MODELS / name for name in ("rm", "heldout_rm")},
-        heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],
-        rm_heldout_frac=rm.heldout_frac,
-        rm_lengths=(rm.max_prompt_len, rm.max_length - rm.max_prompt_len),
-        judge_dir=MODELS / "judge",
-    )
-
-
 @task(name="evaluate-policies")
 def evaluate(policy_dirs: dict) -> dict:
     params = read_params()
     ctx = run_context(config.load("compute", params), "eval")
     cfg = config.load("eval", params)
-    reference = reference_from_json(json.loads((EVAL_SFT / "reference.json").read_text()))
+    reference = cached_reference(params)
+    if reference is None:
+        print("eval: no eval_sft reference for these inputs (run dvc repro eval_sft to cache it): SFT's side here")
     return evaluate_policies(
         policy_dirs, MODELS / "sft", cfg, judging(params), prompts(cfg.split), texts("pretrain"), ctx, reference
     )
@@ -145,25 +131,6 @@ def eval_flow() -> dict:
         write_metrics("eval/judges", results["judges"])
         write_metrics("champion", decision)
     return {"results": {n: r["metrics"] for n, r in evaluated.items()}, "champion": decision}
-
-
-def check_judges(params: dict) -> None:
-    """A preflight: the judges resolve (gold only with a scorer, the gate's judge among them), the lm judge's
-    model is a model directory, every function judge imports, the gate's RM judge trained."""
-    cfg, listed, gate = config.load("eval", params), config.judges(params), config.gate_judge(params)
-    if gate in ("rm", "heldout_rm") and (MODELS / gate / "SKIPPED").exists():
-        raise PipelineError(f"params.yaml: eval.champion.judge is {gate}, but models/{gate} records 'skipped'")
-    if "gold" in listed:
-        load_scorer(config.load("sample", params).gold_scorer)
-    if "lm" in listed and not (MODELS / "judge" / "config.json").exists():
-        raise PipelineError(
-            f"eval: lm judges, but models/judge holds no model: run dvc repro judge ({cfg.judge_model})"
-        )
-    for entry in listed:
-        if ":" in entry:  # a pairwise function asked once here: a non-probability stops eval before any model loads
-            pairwise, _ = function_judge(entry)
-            if pairwise is not None:
-                pairwise([("A prompt", " one response", " another")])
 
 
 if __name__ == "__main__":

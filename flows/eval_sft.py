@@ -4,20 +4,44 @@ agreement with the held-out labels (tasks/eval/evaluate.py: sft_reference). None
 DVC restores it from its cache for every experiment, seed and frontier point that shares the SFT model and the
 judges: only the policies' side is computed again."""
 
+import hashlib
 import json
 
 from prefect import flow, task
 
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.eval import check_judges, judging
+from flows.judging import check_judges, judging
 from flows.paths import EVAL_SFT, MODELS
 from flows.stages import check_prompt_lengths, prompts, texts
 from tasks import config
-from tasks.eval.evaluate import reference_to_json, sft_reference
+from tasks.eval.evaluate import reference_from_json, reference_to_json, sft_reference
 from tasks.runtime.device import run_context
 from tasks.runtime.files import atomic_path
 
 REFERENCE = EVAL_SFT / "reference.json"
+INPUTS = ("sft", "rm", "heldout_rm", "judge")  # the models the reference was computed with
+
+
+def fingerprint(params: dict) -> str:
+    """What the reference depends on besides code: the input models' bytes and the settings (eval, sample,
+    rm, compute sections). eval compares it with the cached one before reusing it."""
+    h = hashlib.sha256(json.dumps([config.resolved(s, params) for s in ("eval", "sample", "rm", "compute")]).encode())
+    for name in INPUTS:
+        for f in sorted(p for p in (MODELS / name).rglob("*") if p.is_file() and p.name != "mlflow_run.json"):
+            h.update(str(f.relative_to(MODELS)).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_reference(params: dict) -> dict | None:
+    """The eval_sft stage's reference when it was computed from these very inputs; None otherwise (stale, or
+    the stage has not run: eval then computes SFT's side itself)."""
+    if not REFERENCE.exists():
+        return None
+    data = json.loads(REFERENCE.read_text())
+    return reference_from_json(data) if data.get("fingerprint") == fingerprint(params) else None
 
 
 @task(name="sft-samples-and-judges")
@@ -32,6 +56,7 @@ def eval_sft_flow() -> dict:
     with stage_run("eval_sft", read_params(), "eval"), atomic_path(EVAL_SFT) as staging:
         ref = reference()
         staging.mkdir()
+        ref["fingerprint"] = fingerprint(read_params())
         (staging / REFERENCE.name).write_text(json.dumps(reference_to_json(ref)))
         n = len(ref["sampled"]["samples"])
         write_metrics("eval_sft", {"samples": n, "perplexity": ref["perplexity"]})

@@ -30,6 +30,7 @@ def project(tmp_path):
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["sample"]["labeler"] = "people"
     p["labels"] |= {"target": 2, "overlap": 0.0, "port": port}
+    p["eval"]["judges"] = ["rm"]  # no held-out share: every ranking's pairs reach pairs.jsonl
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     rows = [
         {"prompt_id": f"p{i}", "prompt": f"Review {i}:", "text": f" take {j} <script>x()</script>", "ended": True,

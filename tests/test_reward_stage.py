@@ -208,10 +208,13 @@ def test_rm_trains_on_peoples_labels_and_reruns_when_they_change(tiny_pipeline):
         store.submit(task.id, annotator, ranks=[1 + sorted(golds, reverse=True).index(g) for g in golds])
 
     try:
-        set_params(root, sample={"labeler": "people"}, labels={"target": 4, "overlap": 0.0})
+        # gold named as a judge: the completions are gold-scored (how rank_by_gold plays a person); no held-out
+        # share, so every ranking's pairs reach the rm
+        judges = {"judges": ["gold", "rm"]}
+        set_params(root, sample={"labeler": "people"}, labels={"target": 4, "overlap": 0.0}, eval=judges)
         proc = run_cmd(root, "dvc", "repro", "rm", check=False, PREFECT_API_URL=api)
-        assert proc.returncode != 0 and "labels: 0 of 40 tasks labeled, labels.target is 4" in proc.stderr
-        assert store.progress()["total"] == 40
+        assert proc.returncode != 0 and "labels: 0 of 50 tasks labeled, labels.target is 4" in proc.stderr
+        assert store.progress()["total"] == 50
         for annotator in ("ann", "ann", "bob", "bob"):
             rank_by_gold(annotator)
         run_cmd(root, "dvc", "repro", "rm", PREFECT_API_URL=api)
