@@ -43,18 +43,24 @@ def listening(port: int) -> set[str]:
     return addrs
 
 
+def start_ui(cmd: list[str], root: Path, env: dict) -> subprocess.Popen:
+    """`make ui`'s process, once it has written .ui.env (both servers answer)."""
+    ui = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not (root / ".ui.env").exists() and ui.poll() is None and time.time() < deadline:
+        time.sleep(1)
+    assert (root / ".ui.env").exists(), ui.stdout.read() if ui.poll() is not None else "no .ui.env in 180 s"
+    return ui
+
+
 def test_make_ui_starts_two_local_servers_without_mlflow_job_workers(tmp_path):
     root = make_project(tmp_path / "proj")
     prefect_port, mlflow_port = free_port(), free_port()
     env = project_env(root, PREFECT_HOME=str(tmp_path / "prefect-home"))
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "flows.ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
-    ui = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = start_ui(cmd, root, env)
     try:
-        deadline = time.time() + 180
-        while not (root / ".ui.env").exists() and ui.poll() is None and time.time() < deadline:
-            time.sleep(1)
-        assert (root / ".ui.env").exists(), ui.stdout.read() if ui.poll() is not None else "no .ui.env in 180 s"
         pids = dict(line.split("=", 1) for line in (root / ".ui.env").read_text().splitlines())["UI_PIDS"]
         prefect_pid, mlflow_pid = map(int, pids.split(","))
         assert listening(prefect_port) == {"127.0.0.1"} and listening(mlflow_port) == {"127.0.0.1"}
@@ -87,12 +93,8 @@ def test_make_ui_off_loopback_needs_a_secret_and_then_both_servers_ask_for_it(tm
 
     user, password = "team", "a long secret"
     env["RLHF_UI_AUTH"] = f"{user}:{password}"
-    ui = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = start_ui(cmd, root, env)
     try:
-        deadline = time.time() + 180
-        while not (root / ".ui.env").exists() and ui.poll() is None and time.time() < deadline:
-            time.sleep(1)
-        assert (root / ".ui.env").exists(), ui.stdout.read() if ui.poll() is not None else "no .ui.env in 180 s"
         assert (root / ".ui.env").stat().st_mode & 0o077 == 0  # the credentials: the owner's alone
         assert listening(prefect_port) == {"00000000"} and listening(mlflow_port) == {"00000000"}  # 0.0.0.0
         prefect_api, mlflow_uri = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
