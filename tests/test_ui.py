@@ -49,7 +49,10 @@ def start_ui(cmd: list[str], root: Path, env: dict) -> subprocess.Popen:
     deadline = time.time() + 180
     while not (root / ".ui.env").exists() and ui.poll() is None and time.time() < deadline:
         time.sleep(1)
-    assert (root / ".ui.env").exists(), ui.stdout.read() if ui.poll() is not None else "no .ui.env in 180 s"
+    if not (root / ".ui.env").exists():
+        ui.send_signal(signal.SIGINT)  # it stops both servers on its way out
+        ui.wait(timeout=60)
+        raise AssertionError(ui.stdout.read() or "no .ui.env in 180 s")
     return ui
 
 
