@@ -95,17 +95,24 @@ def _pyplot():
 
 
 def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: str = "gold") -> None:
-    """Left: the gate judge's win rate vs SFT per policy with its interval and the gate's bar (gate:
-    eval.champion). Right: a judge's mean score (gold's, else the held-out RM's, else the RM's) vs KL, both with
-    their intervals, and the KL cap."""
+    """Left: every judge's win rate vs SFT per policy with its interval (the gate judge's filled, the others
+    hollow, side by side) and the gate's bar (gate: eval.champion). Right: a judge's mean score (gold's, else the
+    held-out RM's, else the RM's) vs KL, both with their intervals, and the KL cap."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(metrics)
     score = next((c for c in SCORE_COLUMNS if c in metrics[names[0]]), None)
+    listed = [k.removeprefix("win_rate_").removesuffix("_ci_low") for k in metrics[names[0]] if k.endswith("_ci_low")]
+    judges = [judge] + [j for j in dict.fromkeys(listed) if j != judge and f"win_rate_{j}_ci_low" in metrics[names[0]]]
     for i, name in enumerate(names):
         m = metrics[name]
-        err = [[m["win_rate"] - m["win_rate_ci_low"]], [m["win_rate_ci_high"] - m["win_rate"]]]
-        left.errorbar([i], [m["win_rate"]], yerr=err, fmt="o", capsize=4, color=f"C{i}")
+        for j, who in enumerate(judges):
+            w = f"win_rate_{who}"
+            err = [[m[w] - m[f"{w}_ci_low"]], [m[f"{w}_ci_high"] - m[w]]]
+            x = i + (j - (len(judges) - 1) / 2) * 0.8 / len(judges)
+            face = f"C{j}" if who == judge else "white"
+            label = who if i == 0 else None
+            left.errorbar([x], [m[w]], yerr=err, fmt="o", capsize=3, color=f"C{j}", mfc=face, label=label)
         if score:
             xerr = [[m["kl"] - m["kl_ci_low"]], [m["kl_ci_high"] - m["kl"]]]
             yerr = [[m[score] - m[f"{score}_ci_low"]], [m[f"{score}_ci_high"] - m[score]]]
@@ -113,7 +120,8 @@ def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: 
     left.axhline(0.5, color="grey", lw=1, ls=":")
     left.axhline(gate.min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {gate.min_win_rate:.0%}")
     left.set_xticks(range(len(names)), names)
-    left.set_ylabel(f"{judge} win rate vs SFT ({level:.0%} interval)")
+    left.set_ylabel(f"win rate vs SFT ({level:.0%} interval)")
+    left.set_title(f"per judge; filled: the gate's ({judge})", fontsize=9)
     left.legend(fontsize=8)
     right.axvline(gate.max_kl, color="C3", lw=1, ls="--", label=f"gate: KL <= {gate.max_kl}")
     right.set_xlabel(f"KL(π ‖ π_SFT), nats ({level:.0%} interval)")
