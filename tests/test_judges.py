@@ -73,6 +73,7 @@ def test_the_lm_judge_asks_both_orders_and_batches_like_one_at_a_time():
     batched = judge(triples)
     alone = [judge([t])[0] for t in triples]  # no padding: left padding must not change the answer
     assert batched == pytest.approx(alone, abs=1e-5) and all(0 < p < 1 for p in batched)
+    assert judge(triples[::-1]) == pytest.approx(alone[::-1], abs=1e-5)  # batched by length, answered in order
     ids = tok(judge.render(*triples[0]), add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = forward(input_ids=torch.tensor([ids])).logits[0, -1, judge.letters]

@@ -62,21 +62,28 @@ class LMJudge:
 
     @torch.no_grad()
     def __call__(self, triples: list[tuple]) -> list[float]:
-        """[(prompt, a, b)] -> [P(a ≻ b)], batched, left-padded so the last position is the answer's."""
-        out = []
-        starts = range(0, len(triples), self.batch_size)
+        """[(prompt, a, b)] -> [P(a ≻ b)], batched by length (little padding), left-padded so the last position is
+        the answer's; the LM head runs on that position alone."""
+        ids = [self.tok(self.render(*t), add_special_tokens=False)["input_ids"] for t in triples]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        out = [0.0] * len(ids)
+        starts = range(0, len(ids), self.batch_size)
         for i in tqdm(starts, desc=f"lm judge ({len(triples)} pairs)", dynamic_ncols=True, leave=False):
-            texts = [self.render(*t) for t in triples[i : i + self.batch_size]]
-            ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-            width = max(len(x) for x in ids)
-            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.ctx.device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.ctx.device)
+            batch = order[i : i + self.batch_size]
+            width = max(len(ids[j]) for j in batch)
+            input_ids = torch.tensor([[pad] * (width - len(ids[j])) + ids[j] for j in batch], device=self.ctx.device)
+            mask = torch.tensor(
+                [[0] * (width - len(ids[j])) + [1] * len(ids[j]) for j in batch], device=self.ctx.device
+            )
             position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
             with self.ctx.autocast():
-                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+                logits = self.model(
+                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1
+                ).logits
             pair = logits[:, -1, self.letters].float()
-            out += torch.softmax(pair, dim=-1)[:, 0].tolist()
+            for j, p in zip(batch, torch.softmax(pair, dim=-1)[:, 0].tolist()):
+                out[j] = p
         return out
 
 
