@@ -16,10 +16,9 @@ from tasks.runtime.result import TrainResult
 def train_online(fit, stage: str, cfg, out_dir, ctx, on_step, **extra) -> TrainResult:
     """One training process of an online stage: fit(cfg, OnlineInputs, out_dir, ctx, ...) from tasks/rl, its
     checkpoints in .checkpoints/<stage>, the policy -> out_dir."""
-    params = read_params()
-    judges = config.judges(params)
-    gold = load_scorer(config.load("sample", params).gold_scorer) if "gold" in judges else None
-    monitor = HeldoutJudges(gold, MODELS / "heldout_rm" if "heldout_rm" in judges else None, ctx)
+    sample = config.load("sample", read_params())
+    gold = load_scorer(sample.gold_scorer) if sample.labeler == "simulated" else None  # the gold that labeled
+    monitor = HeldoutJudges(gold, MODELS / "heldout_rm", ctx)  # the held-out RM where its stage trained one
     inputs = OnlineInputs(prompts("policy"), texts("pretrain"), MODELS / "sft", MODELS / "rm")
     hooks = {"on_iter": on_step, "checkpoint_dir": checkpoint_dir(stage)}
     return fit(cfg, inputs, out_dir, ctx, stage=stage, monitor=monitor or None, hooks=hooks, **extra)

@@ -31,12 +31,11 @@ def sample_and_label(out_dir: str) -> dict:
 
 
 def sample_config(params: dict):
-    """The sample section, its gold scorer kept only where it labels (simulated) or judges (eval.judges has gold):
-    a team's own labels are never scored by a default scorer that does not fit their task."""
+    """The sample section, its gold scorer kept only where it labels (the simulated annotators): a team's own
+    completions are never scored by a default scorer that does not fit their task (eval scores its own samples
+    with gold when eval.judges names it, and measures every judge against the people's labels)."""
     cfg = config.load("sample", params)
-    if cfg.labeler != "simulated" and "gold" not in config.judges(params):
-        cfg = cfg.model_copy(update={"gold_scorer": None})
-    return cfg
+    return cfg if cfg.labeler == "simulated" else cfg.model_copy(update={"gold_scorer": None})
 
 
 @flow(name="sample", log_prints=True)
@@ -66,5 +65,5 @@ def check_inputs(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    sections = ("sample", "labels", "eval", "compute", "tracking")
+    sections = ("sample", "labels", "compute", "tracking")
     run_stage(sample_flow, sections, check_prompt_lengths("sample"), check_inputs)

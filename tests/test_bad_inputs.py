@@ -225,7 +225,7 @@ BAD = [
     ),
     (
         "gold-judge-without-scorer",
-        "flows.sample",
+        "flows.eval",
         {"sample": {"labeler": "people", "gold_scorer": None}, "eval": {"judges": ["gold", "rm"]}},
         None,
         "params.yaml: eval.judges has gold, but sample.gold_scorer is null: name one or drop gold",
