@@ -27,8 +27,10 @@ def eval_table(metrics: dict[str, dict], level: float, judge: str = "gold") -> s
     the response length difference to SFT (Δlen, tokens), wins/draws/losses; every other judge's win rate; each
     RM's / gold's mean score ± SE and KL ± SE."""
     first = next(iter(metrics.values()))
-    others = [k.removeprefix("win_rate_") for k in first if k.startswith("win_rate_") and k.endswith("_ci_low")]
-    others = [j.removesuffix("_ci_low") for j in others if j.removesuffix("_ci_low") != judge]
+    listed = [
+        k[len("win_rate_") : -len("_ci_low")] for k in first if k.startswith("win_rate_") and k.endswith("_ci_low")
+    ]
+    others = [j for j in listed if j and j != judge]  # "" is the headline win_rate_ci_low
     scores = [c for c in SCORE_COLUMNS if c in first]
     head = (
         f"{'policy':<6} {f'{judge} win rate vs SFT [{level:.0%} CI]':<30} {'LC':>6} {'Δlen':>5} {'W/D/L':<11}"
