@@ -51,6 +51,10 @@ def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):
         assert col in table
     sft = json.loads((full["root"] / "metrics/eval/sft.json").read_text())
     assert sft["kl"] == 0 and sft["win_rate_gold"] == 0.5  # SFT against itself
+    assert sft["elo"] == 1000.0 and "elo_ci_low" in table  # one rating scale for SFT and every policy
+    for algo in ("ppo", "dpo", "rto"):
+        m = json.loads((full["root"] / f"metrics/eval/{algo}.json").read_text())
+        assert m["elo_ci_low"] <= m["elo"] <= m["elo_ci_high"] and m["elo_se"] > 0
     weights = full["root"] / "models/sft/model.safetensors"  # one copy on disk: a read-only link into the cache
     assert weights.stat().st_nlink >= 2 and not weights.stat().st_mode & 0o222
 
@@ -89,39 +93,33 @@ def test_gate_refuses_and_leaves_the_alias(full):
     assert mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version == before
 
 
-def test_frontier_sweep_gives_four_points_per_algorithm_and_a_plot(full, record_property):
-    """Three queued DVC experiments, two at a time (`dvc queue start -j 2`), plus the workspace's run: four
-    points per algorithm. The experiments share one MLflow SQLite store and DVC cache, and each must finish
-    with its own results."""
+def test_frontier_sweep_runs_each_value_under_seeds_and_plots_error_bars(full, record_property):
+    """One value per algorithm under seeds 0 and 1: two queued DVC experiments, both at once (`dvc queue start
+    -j 2`), plus the workspace's run: two points per algorithm, the swept one a mean over two seeds with its
+    t interval. The experiments share one MLflow SQLite store and DVC cache; each ends with its own results."""
     root = full["root"]
-    # none of them the workspace's own values (an experiment that repeats it is the same point)
+    # not the workspace's own values (an experiment that repeats it is the same point)
     set_params(
         root,
-        frontier={
-            "ppo_kl_coef": [0.001, 0.1, 1.0],
-            "dpo_kl_coef": [0.02, 0.5, 5.0],
-            "rto_kl_coef": [0.001, 0.05, 0.5],
-            "seeds": [0],
-            "jobs": 2,
-        },
+        frontier={"ppo_kl_coef": [0.1], "dpo_kl_coef": [0.5], "rto_kl_coef": [0.05], "seeds": [0, 1], "jobs": 2},
     )
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
     t0 = time.time()
     proc = run_cmd(root, "python", "-m", "flows.frontier", "all", PREFECT_API_URL=full["api"], timeout=900)
-    record_property("timing", f"frontier sweep (3 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
-    assert "ppo 4 points" in proc.stdout and "dpo 4 points" in proc.stdout and "rto 4 points" in proc.stdout
-    for algo in ("ppo", "dpo", "rto"):
-        rows = list(csv.DictReader((root / f"metrics/frontier/{algo}.csv").open()))
-        assert len(rows) == 4 and all(r["n_seeds"] == "1" for r in rows)
-        assert all(float(r["kl_ci_low"]) <= float(r["kl"]) <= float(r["kl_ci_high"]) for r in rows)
-    assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
+    record_property("timing", f"frontier sweep (2 tiny experiments, 2 at a time): {time.time() - t0:.0f} s")
+    assert "ppo 2 points" in proc.stdout and "dpo 2 points" in proc.stdout and "rto 2 points" in proc.stdout
     exps = run_cmd(root, "dvc", "exp", "ls").stdout
-    assert exps.count("frontier-") == 3
-    for algo in ("ppo", "dpo", "rto"):  # distinct results: each experiment trained with its own coefficient
-        rows = list(csv.DictReader((root / f"metrics/frontier/{algo}.csv").open()))
-        assert len({r["coef"] for r in rows}) == 4 and len({r["kl"] for r in rows}) == 4
+    assert exps.count("frontier-") == 2 and "-s0" in exps and "-s1" in exps
+    for algo, swept in (("ppo", 0.1), ("dpo", 0.5), ("rto", 0.05)):
+        rows = {float(r["coef"]): r for r in csv.DictReader((root / f"metrics/frontier/{algo}.csv").open())}
+        assert len(rows) == 2 and rows[swept]["n_seeds"] == "2"  # the workspace's point: one seed
+        point = rows[swept]
+        assert float(point["kl_ci_low"]) < float(point["kl"]) < float(point["kl_ci_high"])  # the seeds differ
+        for value in ("gold_reward", "heldout_rm_score"):  # both judges no policy optimized
+            assert float(point[f"{value}_ci_low"]) <= float(point[value]) <= float(point[f"{value}_ci_high"])
+    assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
     evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
-    assert (evals["status"] == "FINISHED").all() and len(evals) >= 4
+    assert (evals["status"] == "FINISHED").all() and len(evals) >= 3
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'frontier'").iloc[0]
     assert "frontier.png" in [a.path for a in mlflow.MlflowClient().list_artifacts(run["run_id"])]
 

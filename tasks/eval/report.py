@@ -37,6 +37,7 @@ def eval_table(metrics: dict[str, dict], level: float, judge: str = "gold") -> s
         + "".join(f" {j[:12]:>12}" for j in others)
         + "".join(f" {SCORE_COLUMNS[c] + ' ± SE':<18}" for c in scores)
         + f" {'KL ± SE (nats)':<15}"
+        + (f" {'Elo [CI]':<17}" if "elo" in first else "")
     )
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
@@ -46,10 +47,13 @@ def eval_table(metrics: dict[str, dict], level: float, judge: str = "gold") -> s
             f"{name:<6} {_pct(m, 'win_rate'):<30} {lc} {m['length_diff']:+5.1f} {wdl:<11}"
             + "".join(f" {m[f'win_rate_{j}']:12.1%}" for j in others)
             + "".join(f" {_plus_minus(m, c, 7, 3):<18}" for c in scores)
-            + f" {m['kl']:6.2f} ± {m['kl_se']:.2f}"
+            + f" {m['kl']:6.2f} ± {m['kl_se']:.2f}  "
+            + (f" {m['elo']:4.0f} [{m['elo_ci_low']:4.0f}, {m['elo_ci_high']:4.0f}]" if "elo" in m else "")
         )
     n, k = first["n_prompts"], first["samples_per_prompt"]
     lines.append(f"({n} prompts x {k} samples; intervals: paired bootstrap over prompts)")
+    if "elo" in first:
+        lines.append("(Elo: Bradley–Terry over every pairing of the rows by the head-to-head judge, SFT at 1000)")
     return "\n".join(lines)
 
 
