@@ -1,25 +1,19 @@
-"""`eval` stage: every trained policy vs the SFT model on held-out prompts, then the champion gate.
+"""`eval` stage: every trained policy vs the SFT model on held-out prompts (the `champion` stage gates on them).
 
 Writes metrics/eval/<policy>.json (one row each in `dvc metrics show`; every number with its SE and
 interval) and metrics/eval/head_to_head.json; plots/eval.png; an MLflow evaluation run with the picture and
 one nested run per policy (params algorithm + kl_coef, metrics win_rate, win_rate_ci_low, kl, ...: the runs
-table sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run;
-and sets the registry alias (`champion`) on the best policy's model version if it passes the gate
-(tasks/eval/evaluate.py: champion_gate).
+table sorts by them) and the samples as an MLflow table; adds eval/* metrics to each policy's training run.
 """
-
-import json
 
 from prefect import flow, task
 
-from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.eval_sft import cached_reference
 from flows.judging import check_judges, judging
 from flows.paths import MODELS, PLOTS
-from flows.stages import RUN_FILE, check_prompt_lengths, prompts, texts
+from flows.stages import check_prompt_lengths, prompts, run_info, texts
 from tasks import config
-from tasks.eval.champion import champion_gate
 from tasks.eval.evaluate import evaluate_policies
 from tasks.eval.judges import judge_name
 from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
@@ -32,11 +26,6 @@ POLICIES = POLICY_STAGES
 def trained() -> dict:
     """{name: model dir} of the policy stages that trained (not skipped) in this workspace."""
     return {p: MODELS / p for p in POLICIES if (MODELS / p).is_dir() and not (MODELS / p / "SKIPPED").exists()}
-
-
-def run_info(name: str) -> dict:
-    path = MODELS / name / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 @task(name="evaluate-policies")
@@ -66,7 +55,7 @@ def report(results: dict) -> None:
     if results["judges"]:
         print("judges on the held-out comparisons:\n" + agreement_table(results["judges"], cfg.ci_level))
         mlflow.log_metrics({f"judges/{k}": float(v) for k, v in results["judges"].items()})
-    eval_figure(metrics, PLOTS / "eval.png", cfg.champion, cfg.ci_level, gate)
+    eval_figure(metrics, PLOTS / "eval.png", None, cfg.ci_level, gate)
     mlflow.log_artifact(str(PLOTS / "eval.png"))
     for pair, m in results["head_to_head"].items():
         mlflow.log_metrics({f"{pair}/{k}": float(v) for k, v in m.items()})
@@ -99,23 +88,6 @@ def log_evaluations(results: dict) -> None:
                 client.log_metric(info["run_id"], f"eval/{k}", float(v))
 
 
-@task(name="champion-gate")
-def gate(results: dict) -> dict:
-    """The champion gate's decision, applied to the registry, tagged on the eval run and printed."""
-    import mlflow
-
-    params = read_params()
-    policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
-    metrics = {n: r["metrics"] for n, r in results["policies"].items()}
-    infos = {n: run_info(n) for n in metrics if n != "sft"}
-    cfg, gate = config.load("eval", params).champion, judge_name(config.gate_judge(params))
-    decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), gate)
-    mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
-    outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"
-    print(f"champion gate: {outcome}: {decision['reason']}")
-    return decision
-
-
 @flow(name="eval", log_prints=True)
 def eval_flow() -> dict:
     policies = trained()
@@ -123,20 +95,18 @@ def eval_flow() -> dict:
         results = evaluate(policies)
         report(results)
         log_evaluations(results)
-        decision = gate(results)
         evaluated = results["policies"]
         for name in ("sft", *POLICIES):
             write_metrics(f"eval/{name}", evaluated[name]["metrics"] if name in evaluated else {"skipped": 1})
         write_metrics("eval/head_to_head", results["head_to_head"])
         write_metrics("eval/judges", results["judges"])
-        write_metrics("champion", decision)
-    return {"results": {n: r["metrics"] for n, r in evaluated.items()}, "champion": decision}
+    return {n: r["metrics"] for n, r in evaluated.items()}
 
 
 if __name__ == "__main__":
     run_stage(
         eval_flow,
-        ("eval", "sample", "rm", "compute", "tracking", "pipeline"),
+        ("eval", "champion", "sample", "rm", "compute", "tracking", "pipeline"),
         check_prompt_lengths("eval"),
         check_judges,
     )

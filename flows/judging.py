@@ -30,7 +30,7 @@ def check_judges(params: dict) -> None:
     model is a model directory, every function judge imports, the gate's RM judge trained."""
     cfg, listed, gate = config.load("eval", params), config.judges(params), config.gate_judge(params)
     if gate in ("rm", "heldout_rm") and (MODELS / gate / "SKIPPED").exists():
-        raise PipelineError(f"params.yaml: eval.champion.judge is {gate}, but models/{gate} records 'skipped'")
+        raise PipelineError(f"params.yaml: champion.judge is {gate}, but models/{gate} records 'skipped'")
     if "gold" in listed:
         load_scorer(config.load("sample", params).gold_scorer)
     if "lm" in listed and not (MODELS / "judge" / "config.json").exists():

@@ -76,6 +76,12 @@ def check_batches_split(stage: str):
 RUN_FILE = "mlflow_run.json"  # in a policy's model dir: its training run and registered version (eval uses it)
 
 
+def run_info(name: str) -> dict:
+    """A policy's training run and registered version (its model dir's RUN_FILE); {} when it has none."""
+    path = MODELS / name / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 @task(name="log-and-register")
 def register(
     stage: str, model_dir: str, kind: str, metrics: dict, tags: dict | None = None, name: str | None = None

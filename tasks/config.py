@@ -19,6 +19,7 @@ from tasks.sections.base import Section
 from tasks.sections.data import BaseConfig, CorpusConfig, LabelsConfig, PrepareConfig, SampleConfig
 from tasks.sections.policy import GRPOConfig, PPOConfig, RLOOConfig, RTOConfig
 from tasks.sections.run import (
+    ChampionConfig,
     ComputeConfig,
     EvalConfig,
     FrontierConfig,
@@ -43,6 +44,7 @@ SECTIONS = {
     "rm": RMConfig,
     "ppo": PPOConfig,
     "eval": EvalConfig,
+    "champion": ChampionConfig,
     "dpo": DPOConfig,
     "rto": RTOConfig,
     "grpo": GRPOConfig,
@@ -135,13 +137,11 @@ def judges(params: dict) -> list[str]:
 
 
 def gate_judge(params: dict) -> str:
-    """The judge whose win rate the champion gate reads (eval.champion.judge, auto resolved)."""
-    listed, chosen = judges(params), load("eval", params).champion.judge
+    """The judge whose win rate the champion gate reads (champion.judge, auto resolved)."""
+    listed, chosen = judges(params), load("champion", params).judge
     if chosen == "auto":
         others = [j for j in listed if j != "rm"]
         return next((j for j in ("gold", "heldout_rm", "lm") if j in listed), others[0] if others else "rm")
     if chosen not in listed:
-        raise ConfigError(
-            f"params.yaml: eval.champion.judge: {chosen!r} is not one of eval.judges ({', '.join(listed)})"
-        )
+        raise ConfigError(f"params.yaml: champion.judge: {chosen!r} is not one of eval.judges ({', '.join(listed)})")
     return chosen

@@ -168,13 +168,13 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 
 
 # The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,
-# --no-loadscope-reorder). Files go out in this order, longest first, so the one long file starts at once
-# and the rest fill the other worker; unlisted files follow in their usual order (the per-file seconds behind
-# this order: docs/results.md). ppo_stage runs sample and rm itself when no earlier file on its worker did,
-# so it goes early too. xdist hands a worker its next file once two of its tests are pending: for the
-# pipeline file's worker that is while its deployment test (minutes) runs.
+# --no-loadscope-reorder). Files go out in this order, longest first: the pipeline file's chain (a fresh repro,
+# the frontier, seeds) on one worker, the deployed pipeline (test_orchestration) on the other, the rest filling
+# in; unlisted files follow in their usual order (the per-file seconds behind this order: docs/results.md).
+# ppo_stage runs sample and rm itself when no earlier file on its worker did, so it goes early too.
 COST_ORDER = [
     "test_pipeline",
+    "test_orchestration",
     "test_distributed",
     "test_ppo_stage",
     "test_group_stages",

@@ -218,10 +218,10 @@ BAD = [
     ),
     (
         "gate-judge-not-a-judge",
-        "flows.eval",
-        {"eval": {"champion": {"judge": "lm"}}},
+        "flows.champion",
+        {"champion": {"judge": "lm"}},
         None,
-        "params.yaml: eval.champion.judge: 'lm' is not one of eval.judges (gold, heldout_rm, rm)",
+        "params.yaml: champion.judge: 'lm' is not one of eval.judges (gold, heldout_rm, rm)",
     ),
     (
         "gold-judge-without-scorer",

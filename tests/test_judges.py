@@ -166,25 +166,28 @@ def test_judges_resolve_by_labeler_and_the_gate_prefers_a_judge_not_optimized(
 ):
     params = config.read_params(config.Path(__file__).resolve().parent.parent / "params.yaml")
     params["sample"] = {**params["sample"], "labeler": labeler, "dataset": "x.jsonl"}
-    params["eval"] = {**params["eval"], "judges": judges, "judge_model": "models/sft", "champion": {"judge": gate}}
+    params["eval"] = {**params["eval"], "judges": judges, "judge_model": "models/sft"}
+    params["champion"] = {**params["champion"], "judge": gate}
     assert config.judges(params) == resolved and config.gate_judge(params) == gate_judge
 
 
 @pytest.mark.parametrize(
-    "sample_patch, eval_patch, says",
+    "sample_patch, eval_patch, gate, says",
     [
-        ({"labeler": "dataset", "gold_scorer": None}, {"judges": ["gold", "rm"]}, "eval.judges has gold, but sample"),
         (
-            {},
-            {"champion": {"judge": "lm"}},
-            "eval.champion.judge: 'lm' is not one of eval.judges (gold, heldout_rm, rm)",
+            {"labeler": "dataset", "gold_scorer": None},
+            {"judges": ["gold", "rm"]},
+            "auto",
+            "eval.judges has gold, but sample",
         ),
-        ({"gold_scorer": None}, {}, "params.yaml: sample: labeler simulated labels with the gold scorer"),
+        ({}, {}, "lm", "champion.judge: 'lm' is not one of eval.judges (gold, heldout_rm, rm)"),
+        ({"gold_scorer": None}, {}, "auto", "params.yaml: sample: labeler simulated labels with the gold scorer"),
     ],
 )
-def test_judges_that_cannot_judge_are_refused_in_one_line(sample_patch, eval_patch, says):
+def test_judges_that_cannot_judge_are_refused_in_one_line(sample_patch, eval_patch, gate, says):
     params = config.read_params(config.Path(__file__).resolve().parent.parent / "params.yaml")
     params["sample"] = {**params["sample"], "dataset": "x.jsonl", **sample_patch}
     params["eval"] = {**params["eval"], **eval_patch}
+    params["champion"] = {**params["champion"], "judge": gate}
     with pytest.raises(config.ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
         config.gate_judge(params)

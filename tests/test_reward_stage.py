@@ -256,7 +256,7 @@ def test_a_dataset_run_without_a_gold_scorer_judges_and_gates_on_the_heldout_rm(
             sample={"labeler": "dataset", "dataset": "prefs-team.jsonl", "gold_scorer": None},
             pipeline={"algorithms": ["dpo"]},
         )
-        run_cmd(root, "dvc", "repro", "eval", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+        run_cmd(root, "dvc", "repro", "champion", PREFECT_API_URL=tiny_pipeline["prefect_api"])
         outputs = {
             name: json.loads((root / f"metrics/{name}.json").read_text())
             for name in ("eval/dpo", "eval/sft", "eval/judges", "champion", "heldout_rm", "labels")

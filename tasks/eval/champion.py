@@ -1,5 +1,5 @@
 """The champion gate: which evaluated policy version gets the registry alias. It reads each policy's headline win
-rate vs SFT (`win_rate`: eval.champion.judge's, with its interval) and KL, and the metrics recorded on the version
+rate vs SFT (`win_rate`: champion.judge's, with its interval) and KL, and the metrics recorded on the version
 that holds the alias now."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def incumbent_of(registry, name: str, alias: str) -> dict | None:
 def champion_gate(
     metrics: dict[str, dict], run_infos: dict[str, dict], cfg, policy_model: str, registry, judge: str = "gold"
 ) -> dict:
-    """Apply the gate (cfg: eval.champion) to the eval metrics {policy: metrics}, whose `win_rate` is `judge`'s:
+    """Apply the gate (cfg: the champion section) to the eval metrics {policy: metrics}, whose `win_rate` is `judge`'s:
     set cfg.alias on the winner's registered version of `policy_model` (its run_infos entry names the version),
     or leave the alias where it is and say so. registry: promote(name, version, alias, tags) and
     alias_tags(name, alias) -> (version, tags) or None. An incumbent another judge measured is not compared (its

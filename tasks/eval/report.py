@@ -102,8 +102,8 @@ def _pyplot():
 
 def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: str = "gold") -> None:
     """Left: every judge's win rate vs SFT per policy with its interval (the gate judge's filled, the others
-    hollow, side by side) and the gate's bar (gate: eval.champion). Right: a judge's mean score (gold's, else the
-    held-out RM's, else the RM's) vs KL, both with their intervals, and the KL cap."""
+    hollow, side by side). Right: a judge's mean score (gold's, else the held-out RM's, else the RM's) vs KL, both
+    with their intervals. gate: the champion section, drawn as its two bars (None: no bars)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(metrics)
@@ -124,12 +124,12 @@ def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: 
             yerr = [[m[score] - m[f"{score}_ci_low"]], [m[f"{score}_ci_high"] - m[score]]]
             right.errorbar([m["kl"]], [m[score]], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=f"C{i}", label=name)
     left.axhline(0.5, color="grey", lw=1, ls=":")
-    left.axhline(gate.min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {gate.min_win_rate:.0%}")
-    left.set_xticks(range(len(names)), names)
+    if gate:
+        left.axhline(gate.min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {gate.min_win_rate:.0%}")
+        left.set_xticks(range(len(names)), names)
     left.set_ylabel(f"win rate vs SFT ({level:.0%} interval)")
-    left.set_title(f"per judge; filled: the gate's ({judge})", fontsize=9)
+    left.set_title(f"per judge; filled: the headline's ({judge})", fontsize=9)
     left.legend(fontsize=8)
-    right.axvline(gate.max_kl, color="C3", lw=1, ls="--", label=f"gate: KL <= {gate.max_kl}")
     right.set_xlabel(f"KL(π ‖ π_SFT), nats ({level:.0%} interval)")
     right.set_ylabel(SCORE_COLUMNS.get(score, "no pointwise judge"))
     right.legend(fontsize=8)

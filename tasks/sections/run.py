@@ -73,7 +73,6 @@ class EvalConfig(Section):
         default_factory=lambda: Generation(batch_size=64), description="evaluation sampling (DPO paper: T = 1)"
     )
     greedy: bool = Field(False, description="also decode greedily and report greedy_gold_reward / greedy_win_rate_gold")
-    champion: ChampionConfig = Field(default_factory=lambda: ChampionConfig(), description="the champion gate")
     judges: Literal["auto"] | list[str] = Field(
         "auto",
         description="who compares each policy's responses with SFT's: gold (sample.gold_scorer), rm (the trained "

@@ -1,0 +1,79 @@
+"""`champion` stage: the champion gate on eval's numbers (metrics/eval/*.json) -> metrics/champion.json, the
+registry alias on the winner's model version (tasks/eval/champion.py: champion_gate) and plots/champion.png (the
+evaluation with the gate's two bars). Its own stage, so that changing the gate (params.yaml: champion) reruns no
+evaluation: it reads metrics files and the registry only."""
+
+import json
+
+from prefect import flow, task
+
+from flows import tracking
+from flows.common import read_params, run_stage, stage_run, write_metrics
+from flows.paths import METRICS, PLOTS
+from flows.stages import run_info
+from tasks import config
+from tasks.eval.champion import champion_gate
+from tasks.eval.judges import judge_name
+from tasks.eval.report import eval_figure
+from tasks.runtime.errors import PipelineError
+from tasks.sections.stages import POLICY_STAGES
+
+STAGE = "champion"
+
+
+def evaluated() -> dict[str, dict]:
+    """{name: eval metrics} of SFT and every policy eval measured (a skipped one records {"skipped": 1})."""
+    out = {}
+    for name in ("sft", *POLICY_STAGES):
+        path = METRICS / "eval" / f"{name}.json"
+        if not path.exists():
+            raise PipelineError(f"{path.relative_to(METRICS.parent)} is missing: run dvc repro eval")
+        m = json.loads(path.read_text())
+        if "skipped" not in m:
+            out[name] = m
+    return out
+
+
+@task(name="champion-gate")
+def gate(metrics: dict[str, dict]) -> dict:
+    """The gate's decision, applied to the registry, tagged on the stage's run and printed."""
+    import mlflow
+
+    params = read_params()
+    policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
+    infos = {n: run_info(n) for n in metrics if n != "sft"}
+    cfg, judge = config.load(STAGE, params), judge_name(config.gate_judge(params))
+    for name, m in metrics.items():  # eval's headline is the gate judge's: eval ran with this champion.judge
+        if m.get(f"win_rate_{judge}") != m.get("win_rate"):
+            raise PipelineError(f"metrics/eval/{name}.json: its win rate is not {judge}'s: run dvc repro eval")
+    decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), judge)
+    mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
+    mlflow.log_metric("promoted", decision["promoted"])
+    outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"
+    print(f"champion gate: {outcome}: {decision['reason']}")
+    return decision
+
+
+@flow(name=STAGE, log_prints=True)
+def champion_flow() -> dict:
+    params = read_params()
+    metrics = evaluated()
+    with stage_run(STAGE, params, STAGE):
+        decision = gate(metrics)
+        png = PLOTS / "champion.png"
+        eval_figure(metrics, png, config.load(STAGE, params), config.load("eval", params).ci_level, decision["judge"])
+        import mlflow
+
+        mlflow.log_artifact(str(png))
+        write_metrics(STAGE, decision)
+    return decision
+
+
+def check_gate(params: dict) -> None:
+    """Before anything runs: the gate's judge resolves and is among eval's judges; eval's numbers are there."""
+    config.gate_judge(params)
+    evaluated()
+
+
+if __name__ == "__main__":
+    run_stage(champion_flow, (STAGE, "eval", "sample", "tracking"), check_gate)
