@@ -169,12 +169,11 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 
 # The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,
 # --no-loadscope-reorder). Files go out in this order, longest first: the pipeline file's chain (a fresh repro,
-# the frontier, seeds) on one worker, the deployed pipeline (test_orchestration) on the other, the rest filling
-# in; unlisted files follow in their usual order (the per-file seconds behind this order: docs/results.md).
+# the frontier, seeds, the deployed pipeline) on one worker, the rest filling in on the other; unlisted files
+# follow in their usual order (the per-file seconds behind this order: docs/results.md).
 # ppo_stage runs sample and rm itself when no earlier file on its worker did, so it goes early too.
 COST_ORDER = [
     "test_pipeline",
-    "test_orchestration",
     "test_distributed",
     "test_ppo_stage",
     "test_group_stages",
