@@ -63,6 +63,27 @@ def test_reference_logprobs_are_computed_once_per_example(tiny_pipeline, monkeyp
         assert rows["grad"] >= 2 * m["n_train_completions"] - 2 * cfg.batch_size * 4  # last batch dropped
 
 
+def test_dpo_on_best_vs_worst_trains_one_pair_per_prompt(tiny_pipeline, tmp_path):
+    """dpo.pairs: max_min (RLHFlow): a prompt's one pair is its best completion over its worst; held-out accuracy
+    still on every labeled pair."""
+    from tasks import config
+    from tasks.data.splits import is_heldout
+    from tasks.runtime.files import read_jsonl
+    from tasks.train.dpo import train_dpo
+
+    root = tiny_pipeline["root"]
+    run_cmd(root, "dvc", "repro", "labels", PREFECT_API_URL=tiny_pipeline["prefect_api"])
+    params = config.read_params(root / "params.yaml")
+    cfg = config.load("dpo", params).model_copy(update={"pairs": "max_min", "max_steps": 2})
+    pairs = read_jsonl(root / "data/comparisons/pairs.jsonl")
+    out = train_dpo(cfg, root / "models/sft", pairs, tmp_path / "dpo")
+    held = [p for p in pairs if is_heldout(p["prompt_id"], cfg.heldout_frac)]
+    assert out.metrics["n_train_pairs"] == len({p["prompt_id"] for p in pairs}) - len({p["prompt_id"] for p in held})
+    assert out.metrics["heldout_n_pairs"] == len(held)  # every held-out pair, not one per prompt
+    sft, trained = (load_file(d / "model.safetensors") for d in (root / "models/sft", tmp_path / "dpo"))
+    assert changed_tensors(sft, trained)
+
+
 def test_tiny_dpo_improves_its_objective_and_rto_moves_the_policy(tiny_pipeline):
     root = tiny_pipeline["root"]
     run_cmd(root, "dvc", "repro", "rto", PREFECT_API_URL=tiny_pipeline["prefect_api"])

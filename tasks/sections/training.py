@@ -80,6 +80,11 @@ class DPOConfig(TrainConfig):
         "sigmoid", description="sigmoid: DPO (cDPO with label_smoothing > 0); ipo: IPO"
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed label-flip rate epsilon")
+    pairs: Literal["all", "max_min"] = Field(
+        "all",
+        description="which labeled pairs of a prompt it trains on: all (K choose 2) | max_min: one, the completion "
+        "that won the most of its comparisons over the one that won the fewest (RLHFlow's iterative DPO)",
+    )
     max_prompt_len: int = Field(64, ge=1, description="prompt tokens kept")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of prompts held out (same hash split as the RM)")
 

@@ -4,7 +4,7 @@ prompt id so that rm and dpo hold out the same ones (tasks/data/splits.py: is_he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -69,6 +69,24 @@ def build_groups(pairs: list[dict], tok, cfg, use_margin: bool = False):
         [g for g in groups if not is_heldout(g.prompt_id, cfg.heldout_frac)],
         [g for g in groups if is_heldout(g.prompt_id, cfg.heldout_frac)],
     )
+
+
+def best_vs_worst(group: ComparisonGroup) -> ComparisonGroup:
+    """One pair per prompt (RLHFlow's iterative DPO, `max_min`): the completion that won the largest share of its
+    labeled comparisons over the one that won the smallest, s_i = wins_i / comparisons_i (ties: the lower
+    index). Where every share is equal (a cycle of labels) no completion is better: the first labeled pair stays.
+    The kept pair carries the completions' gold scores when the labeler had them."""
+    wins: dict[int, int] = {}
+    seen: dict[int, int] = {}
+    gold: dict[int, float | None] = {}
+    for pair in group.pairs:
+        for idx, won, g in ((pair.chosen, 1, pair.gold_chosen), (pair.rejected, 0, pair.gold_rejected)):
+            wins[idx], seen[idx], gold[idx] = wins.get(idx, 0) + won, seen.get(idx, 0) + 1, g
+    share = {i: wins[i] / seen[i] for i in sorted(seen)}
+    best, worst = max(share, key=share.get), min(share, key=share.get)
+    if share[best] == share[worst]:
+        return replace(group, pairs=group.pairs[:1])
+    return replace(group, pairs=[Pair(best, worst, 0.0, gold[best], gold[worst])])
 
 
 def collate_groups(groups: list[ComparisonGroup], pad_id: int) -> dict:

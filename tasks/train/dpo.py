@@ -22,7 +22,7 @@ from tasks.losses import dpo_loss
 from tasks.runtime.context import SINGLE_PROCESS, RunContext
 from tasks.runtime.device import seed_everything
 from tasks.runtime.result import TrainResult
-from tasks.train.comparisons import ComparisonGroup, accuracies, build_groups, collate_groups
+from tasks.train.comparisons import ComparisonGroup, accuracies, best_vs_worst, build_groups, collate_groups
 from tasks.train.loop import fit, items_seen
 
 
@@ -87,6 +87,8 @@ def train_dpo(
     seed_everything(cfg.seed)
     model, tok = load_lm(sft_dir, ctx.device)
     train, held = build_groups(pairs, tok, cfg)
+    if cfg.pairs == "max_min":  # held-out accuracy stays on every labeled pair
+        train = [best_vs_worst(g) for g in train]
     # before any update, and only for what will be read: max_steps can stop training before it reaches
     # every group, and then only the groups its seeded batches draw need a reference log-prob
     seen = items_seen(len(train), cfg)
