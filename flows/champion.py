@@ -43,9 +43,6 @@ def gate(metrics: dict[str, dict]) -> dict:
     policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
     infos = {n: run_info(n) for n in metrics if n != "sft"}
     cfg, judge = config.load(STAGE, params), judge_name(config.gate_judge(params))
-    for name, m in metrics.items():  # eval's headline is the gate judge's: eval ran with this champion.judge
-        if m.get(f"win_rate_{judge}") != m.get("win_rate"):
-            raise PipelineError(f"metrics/eval/{name}.json: its win rate is not {judge}'s: run dvc repro eval")
     decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), judge)
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
     mlflow.log_metric("promoted", decision["promoted"])
@@ -70,9 +67,12 @@ def champion_flow() -> dict:
 
 
 def check_gate(params: dict) -> None:
-    """Before anything runs: the gate's judge resolves and is among eval's judges; eval's numbers are there."""
-    config.gate_judge(params)
-    evaluated()
+    """Before anything runs: the gate's judge resolves and is among eval's judges; eval's numbers are there and
+    their headline win rate is that judge's (eval ran with this champion.judge)."""
+    judge = judge_name(config.gate_judge(params))
+    for name, m in evaluated().items():
+        if name != "sft" and m.get(f"win_rate_{judge}") != m.get("win_rate"):
+            raise PipelineError(f"metrics/eval/{name}.json: its win rate is not {judge}'s: run dvc repro eval")
 
 
 if __name__ == "__main__":

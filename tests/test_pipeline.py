@@ -95,6 +95,20 @@ def test_gate_refuses_and_leaves_the_alias(full):
     assert mlflow.MlflowClient().get_model_version_by_alias("rlhf-policy", "champion").version == before
 
 
+def test_the_gate_refuses_numbers_another_judge_measured(full):
+    """champion.judge changed but eval not rerun (`python -m flows.champion` by hand): one line, nothing written."""
+    root = full["root"]
+    params, before = (root / "params.yaml").read_text(), (root / "metrics/champion.json").read_text()
+    try:
+        set_params(root, champion={"judge": "heldout_rm"})
+        proc = run_cmd(root, "python", "-m", "flows.champion", check=False, PREFECT_API_URL=full["api"])
+    finally:
+        (root / "params.yaml").write_text(params)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: metrics/eval/ppo.json: its win rate is not heldout_rm's: run dvc repro eval" in proc.stderr
+    assert (root / "metrics/champion.json").read_text() == before
+
+
 SWEPT = {"ppo": 0.1, "dpo": 0.5, "rto": 0.05, "grpo": 0.1, "rloo": 0.05}  # none the workspace's own value
 
 
