@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # --relink: outputs become read-only hard links into DVC's cache (.dvc/config cache.type), not a second copy
-repro: setup          ## the whole pipeline on the default params
+repro: setup          ## the whole pipeline on the default params (rounds.count rounds)
+	$(PY) -m flows.rounds sync
 	dvc repro
 	dvc checkout --relink
 

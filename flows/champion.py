@@ -9,7 +9,8 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import METRICS, PLOTS
+from flows.paths import ROOT, ROUND, STAGE_METRICS, STAGE_PLOTS
+from flows.round_inputs import standing_champion
 from flows.stages import run_info
 from tasks import config
 from tasks.eval.champion import champion_gate
@@ -25,9 +26,9 @@ def evaluated() -> dict[str, dict]:
     """{name: eval metrics} of SFT and every policy eval measured (a skipped one records {"skipped": 1})."""
     out = {}
     for name in ("sft", *POLICY_STAGES):
-        path = METRICS / "eval" / f"{name}.json"
+        path = STAGE_METRICS / "eval" / f"{name}.json"
         if not path.exists():
-            raise PipelineError(f"{path.relative_to(METRICS.parent)} is missing: run dvc repro eval")
+            raise PipelineError(f"{path.relative_to(ROOT)} is missing: run dvc repro eval")
         m = json.loads(path.read_text())
         if "skipped" not in m:
             out[name] = m
@@ -57,13 +58,22 @@ def champion_flow() -> dict:
     metrics = evaluated()
     with stage_run(STAGE, params, STAGE):
         decision = gate(metrics)
-        png = PLOTS / "champion.png"
+        png = STAGE_PLOTS / "champion.png"
         eval_figure(metrics, png, config.load(STAGE, params), config.load("eval", params).ci_level, decision["judge"])
         import mlflow
 
         mlflow.log_artifact(str(png))
-        write_metrics(STAGE, decision)
+        write_metrics(STAGE, decision | standing(decision))
     return decision
+
+
+def standing(decision: dict) -> dict:
+    """The champion standing after this round, which the next round samples from: this round's winner, else the
+    one standing before (none yet: SFT samples)."""
+    if decision["promoted"]:
+        return {"standing_policy": decision["policy"], "standing_round": ROUND}
+    before = standing_champion(ROUND - 1) if ROUND > 1 else None
+    return {"standing_policy": before[0], "standing_round": before[1]} if before else {}
 
 
 def check_gate(params: dict) -> None:

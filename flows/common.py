@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from flows import tracking
-from flows.paths import CHECKPOINTS, METRICS, MLARTIFACTS, MLFLOW_DB, MODELS, PARAMS, ROOT
+from flows.paths import CHECKPOINTS, MLARTIFACTS, MLFLOW_DB, PARAMS, ROOT, ROUND, STAGE_METRICS, model_dir
 from tasks import config
 from tasks.runtime.device import pick_device
 from tasks.runtime.errors import PipelineError, die_cleanly
@@ -57,6 +57,8 @@ def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
             params = read_params()
             for s in sections:
                 config.load(s, params)
+            if ROUND > 1:  # a later round's stage: the rounds section, checked against the labeler and algorithms
+                config.rounds(params)
             if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
                 pick_device(config.load("compute", params))
             for preflight in preflights:
@@ -105,8 +107,9 @@ def child_of_pipeline(flow):
 
     try:
         with get_client(sync_client=True) as client:
+            name = flow.name if ROUND == 1 else f"{flow.name}_r{ROUND}"  # the node: the DVC stage's name
             node = client.create_task_run(
-                Task(name=flow.name, fn=flow.fn), UUID(parent), f"{flow.name}-{uuid4().hex[:8]}", name=flow.name
+                Task(name=name, fn=flow.fn), UUID(parent), f"{name}-{uuid4().hex[:8]}", name=name
             )
             return client.create_flow_run(flow, parameters={}, state=Pending(), parent_task_run_id=node.id)
     except Exception as e:  # e.g. the pipeline ran on a temporary server this process cannot see
@@ -127,12 +130,12 @@ def no_retry_on_user_error(task, task_run, state) -> bool:
 
 def write_metrics(stage: str, metrics: dict) -> None:
     """metrics/<stage>.json: the DVC metrics file (`dvc metrics show`)."""
-    write_json(METRICS / f"{stage}.json", metrics)
+    write_json(STAGE_METRICS / f"{stage}.json", metrics)
 
 
 def write_steps(stage: str, history: list[dict]) -> Path:
     """metrics/<stage>_steps.csv: the per-step curves `dvc plots show` draws."""
-    path = METRICS / f"{stage}_steps.csv"
+    path = STAGE_METRICS / f"{stage}_steps.csv"
     keys = list(dict.fromkeys(k for row in history for k in row)) or ["step"]  # a skipped stage: header only
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -176,7 +179,7 @@ def step_logger(stage: str):
 
 def skip(stage: str, why: str) -> None:
     """The stage records 'skipped': a marker output, metrics and an empty steps file (DVC wants every output)."""
-    with atomic_path(MODELS / stage) as staging:
+    with atomic_path(model_dir(stage)) as staging:
         staging.mkdir()
         (staging / "SKIPPED").write_text(f"{stage}: {why}\n")
     write_metrics(stage, {"skipped": 1})

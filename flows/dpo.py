@@ -5,12 +5,18 @@ from flows.entry import run_policy_stage
 
 def train(cfg, out_dir, ctx, on_step):
     """The training itself (one of the training processes): SFT model + labeled pairs -> out_dir."""
-    from flows.paths import MODELS, PAIRS
+    from flows.common import read_params
+    from flows.paths import MODELS, ROUND
+    from flows.round_inputs import dpo_inputs
     from flows.stages import checkpoint_dir
-    from tasks.runtime.files import read_jsonl
+    from tasks import config
     from tasks.train.dpo import train_dpo
 
-    return train_dpo(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, ctx, on_step, checkpoint_dir("dpo"))
+    params = read_params()
+    start, pairs = dpo_inputs(params)
+    if ROUND > 1:
+        cfg = cfg.model_copy(update={"pairs": config.rounds(params).dpo_pairs})
+    return train_dpo(cfg, start, pairs, out_dir, ctx, on_step, checkpoint_dir("dpo"), ref_dir=MODELS / "sft")
 
 
 def knobs(cfg) -> dict:

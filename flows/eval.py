@@ -11,7 +11,8 @@ from prefect import flow, task
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.eval_sft import cached_reference
 from flows.judging import check_judges, judging
-from flows.paths import MODELS, PLOTS
+from flows.paths import MODELS, STAGE_PLOTS, model_dir
+from flows.rating import keep_scores, rate_rounds
 from flows.stages import check_prompt_lengths, prompts, run_info, texts
 from tasks import config
 from tasks.eval.evaluate import evaluate_policies
@@ -25,7 +26,8 @@ POLICIES = POLICY_STAGES
 
 def trained() -> dict:
     """{name: model dir} of the policy stages that trained (not skipped) in this workspace."""
-    return {p: MODELS / p for p in POLICIES if (MODELS / p).is_dir() and not (MODELS / p / "SKIPPED").exists()}
+    dirs = {p: model_dir(p) for p in POLICIES}
+    return {p: d for p, d in dirs.items() if d.is_dir() and not (d / "SKIPPED").exists()}
 
 
 @task(name="evaluate-policies")
@@ -55,8 +57,8 @@ def report(results: dict) -> None:
     if results["judges"]:
         print("judges on the held-out comparisons:\n" + agreement_table(results["judges"], cfg.ci_level))
         mlflow.log_metrics({f"judges/{k}": float(v) for k, v in results["judges"].items()})
-    eval_figure(metrics, PLOTS / "eval.png", None, cfg.ci_level, gate)
-    mlflow.log_artifact(str(PLOTS / "eval.png"))
+    eval_figure(metrics, STAGE_PLOTS / "eval.png", None, cfg.ci_level, gate)
+    mlflow.log_artifact(str(STAGE_PLOTS / "eval.png"))
     for pair, m in results["head_to_head"].items():
         mlflow.log_metrics({f"{pair}/{k}": float(v) for k, v in m.items()})
 
@@ -100,6 +102,8 @@ def eval_flow() -> dict:
             write_metrics(f"eval/{name}", evaluated[name]["metrics"] if name in evaluated else {"skipped": 1})
         write_metrics("eval/head_to_head", results["head_to_head"])
         write_metrics("eval/judges", results["judges"])
+        keep_scores(results["per_prompt"])
+        rate_rounds(read_params())
     return {n: r["metrics"] for n, r in evaluated.items()}
 
 

@@ -1,7 +1,7 @@
 """Who judges an evaluation (eval.judges resolved, the gate's judge, the held-out comparisons, the judges' model
 directories) and the preflight that checks them before any model loads; the eval and eval_sft stages share it."""
 
-from flows.paths import HELDOUT_PAIRS, MODELS
+from flows.paths import HELDOUT_PAIRS, MODELS, model_dir
 from tasks import config
 from tasks.eval.evaluate import Judging
 from tasks.eval.judges import function_judge, judge_name
@@ -17,7 +17,7 @@ def judging(params: dict) -> Judging:
         judges=listed,
         gate=judge_name(config.gate_judge(params)),
         gold_scorer=config.load("sample", params).gold_scorer,
-        rm_dirs={name: MODELS / name for name in ("rm", "heldout_rm")},
+        rm_dirs={name: model_dir(name) for name in ("rm", "heldout_rm")},
         heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],
         rm_heldout_frac=rm.heldout_frac,
         rm_lengths=(rm.max_prompt_len, rm.max_length - rm.max_prompt_len),
@@ -29,7 +29,7 @@ def check_judges(params: dict) -> None:
     """A preflight: the judges resolve (gold only with a scorer, the gate's judge among them), the lm judge's
     model is a model directory, every function judge imports, the gate's RM judge trained."""
     cfg, listed, gate = config.load("eval", params), config.judges(params), config.gate_judge(params)
-    if gate in ("rm", "heldout_rm") and (MODELS / gate / "SKIPPED").exists():
+    if gate in ("rm", "heldout_rm") and (model_dir(gate) / "SKIPPED").exists():
         raise PipelineError(f"params.yaml: champion.judge is {gate}, but models/{gate} records 'skipped'")
     if "gold" in listed:
         load_scorer(config.load("sample", params).gold_scorer)

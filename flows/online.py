@@ -2,7 +2,8 @@
 output around the trainer, their reward's check before any work, and its label in MLflow."""
 
 from flows.common import read_params
-from flows.paths import MODELS
+from flows.paths import MODELS, model_dir
+from flows.round_inputs import policy_start
 from flows.stages import checkpoint_dir, prompts, texts
 from tasks import config
 from tasks.label.gold import load_scorer
@@ -19,7 +20,8 @@ def train_online(fit, stage: str, cfg, out_dir, ctx, on_step, **extra) -> TrainR
     sample = config.load("sample", read_params())
     gold = load_scorer(sample.gold_scorer) if sample.labeler == "simulated" else None  # the gold that labeled
     monitor = HeldoutJudges(gold, MODELS / "heldout_rm", ctx)  # the held-out RM where its stage trained one
-    inputs = OnlineInputs(prompts("policy"), texts("pretrain"), MODELS / "sft", MODELS / "rm")
+    start = policy_start(stage, read_params())
+    inputs = OnlineInputs(prompts("policy"), texts("pretrain"), MODELS / "sft", model_dir("rm"), start)
     hooks = {"on_iter": on_step, "checkpoint_dir": checkpoint_dir(stage)}
     return fit(cfg, inputs, out_dir, ctx, stage=stage, monitor=monitor or None, hooks=hooks, **extra)
 
@@ -37,7 +39,7 @@ def check_reward(stage: str):
             return
         spec = config.load(stage, params).reward
         load_functions(spec, stage)
-        if needs_rm(spec) and (MODELS / "rm" / "SKIPPED").exists():
+        if needs_rm(spec) and (model_dir("rm") / "SKIPPED").exists():
             raise PipelineError(
                 f"params.yaml: {stage}.reward uses rm, but models/rm records 'skipped': run dvc repro rm"
             )

@@ -25,7 +25,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from flows.common import PIPELINE_RUN, mlflow_setup, read_params
-from flows.paths import METRICS, ROOT
+from flows.paths import METRICS, ROOT, in_round
+from flows.rounds import write_rounds
 from tasks import config
 from tasks.runtime.errors import PipelineError
 from tasks.runtime.files import git_commit
@@ -74,6 +75,7 @@ KNOB_KEYS = {  # the run form's fields that people sweep -> their params.yaml ke
     "ptx_coef": "ppo.ptx_coef",
     "grpo_group_size": "grpo.group_size",
     "rloo_group_size": "rloo.group_size",
+    "rounds": "rounds.count",
 }
 KNOBS = {arg: form_field(*key.split(".", 1)) for arg, key in KNOB_KEYS.items()}  # defaults: today's params.yaml
 
@@ -158,6 +160,7 @@ def pipeline(
     grpo_group_size: int = KNOBS["grpo_group_size"],
     rloo_kl_coef: float = KNOBS["rloo_kl_coef"],
     rloo_group_size: int = KNOBS["rloo_group_size"],
+    rounds: int = KNOBS["rounds"],
     overrides: list[str] | None = None,
     as_experiment: bool = True,
     name: str | None = None,
@@ -174,6 +177,7 @@ def pipeline(
         grpo_group_size: responses GRPO samples per prompt
         rloo_kl_coef: the coefficient of RLOO's KL penalty
         rloo_group_size: responses RLOO samples per prompt
+        rounds: rounds of iterated RLHF (new comparisons from the best policy, a new RM, new policies)
         overrides: any other params.yaml value, as section.key=value (e.g. sft.lr=1e-4)
         as_experiment: record the run as a DVC experiment (off, with no overrides: plain dvc repro)
         name: the DVC experiment's name (default: pipeline-YYYYMMDD-HHMMSS)
@@ -191,6 +195,7 @@ def pipeline(
         "grpo_group_size": grpo_group_size,
         "rloo_kl_coef": rloo_kl_coef,
         "rloo_group_size": rloo_group_size,
+        "rounds": rounds,
     }
     for arg, value in knobs.items():
         check_knob(arg, value)
@@ -215,6 +220,7 @@ def pipeline(
     }
     lock = checkout_lock(get_run_logger())  # taken before the MLflow run starts: a waiting run is not 'running'
     with lock, mlflow.start_run(run_name=name, tags=tags, log_system_metrics=True) as run:
+        write_rounds(rounds)  # dvc.yaml's stages for that many rounds: part of the experiment
         mlflow.log_params({"overrides": " ".join(sets) or "(none)"})
         env = dict(os.environ, RLHF_PARENT_RUN_ID=run.info.run_id, RLHF_DVC_EXPERIMENT=tags["dvc_experiment"])
         env[PIPELINE_RUN] = str(flow_run.id)  # the stage flow runs become this run's children (graph nodes)
@@ -227,11 +233,12 @@ def pipeline(
             raise
         params = read_params()  # as the run left it (`dvc exp run -S` writes its overrides there)
         logged = {arg: current(params, key) for arg, key in KNOB_KEYS.items() if arg != "algorithms"}
+        last = in_round(METRICS, rounds)  # the last round's evaluation is the run's result
         logged |= {"kl_coef": logged.pop("ppo_kl_coef"), "ptx_coef": logged.pop("ptx_coef")}
         mlflow.log_params(logged | {"algorithms": ",".join(config.load("pipeline", params).algorithms)})
         results = {}
         for policy in ("sft", *POLICY_STAGES):
-            path = METRICS / "eval" / f"{policy}.json"
+            path = last / "eval" / f"{policy}.json"
             m = json.loads(path.read_text()) if path.exists() else {}
             if "kl" in m:
                 results[policy] = m

@@ -5,14 +5,16 @@ import json
 from prefect import flow, task
 
 from flows.common import finish, read_params, run_stage, skip, stage_run, step_logger
-from flows.paths import COMPARISONS, MODELS, PAIRS
+from flows.paths import COMPARISONS, ROUND, comparisons_dir, model_dir
+from flows.round_inputs import rm_inputs
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
+from tasks.runtime.device import run_context
 from tasks.runtime.files import atomic_path, read_jsonl
 from tasks.runtime.result import TrainResult
 from tasks.sections.policy import RM_REWARD
 from tasks.sections.stages import ONLINE_STAGES
-from tasks.train.reward_model import train_rm
+from tasks.train.reward_model import heldout_accuracy, train_rm
 
 
 def rm_users(params: dict) -> list[str]:
@@ -22,8 +24,10 @@ def rm_users(params: dict) -> list[str]:
 
 
 def train(cfg, out_dir, ctx, on_step) -> TrainResult:
-    """The training itself (one of the training processes): SFT model + labeled pairs -> out_dir."""
-    return train_rm(cfg, MODELS / "sft", read_jsonl(PAIRS), out_dir, ctx, on_step, checkpoint_dir("rm"))
+    """The training itself (one of the training processes): SFT model (or, continuing, the previous round's RM) +
+    labeled pairs -> out_dir."""
+    start, pairs = rm_inputs(read_params())
+    return train_rm(cfg, start, pairs, out_dir, ctx, on_step, checkpoint_dir("rm"))
 
 
 def log_label_report() -> None:
@@ -38,6 +42,21 @@ def log_label_report() -> None:
         mlflow.log_dict(report, "labels_report.json")
 
 
+@task(name="rm-on-every-round")
+def across_rounds(rm_dir) -> dict:
+    """This round's RM on every round's held-out pairs, and the previous round's RM on this round's: the shift in
+    what it is asked to judge, which a new RM is meant to fix."""
+    params = read_params()
+    cfg, ctx = config.load("rm", params), run_context(config.load("compute", params), "rm")
+    out = {}
+    for r in range(1, ROUND + 1):
+        m = heldout_accuracy(rm_dir, read_jsonl(comparisons_dir(r) / "pairs.jsonl"), cfg, ctx)
+        out |= {f"heldout_accuracy_r{r}": m["accuracy"], f"heldout_n_pairs_r{r}": m["n_pairs"]}
+    before = heldout_accuracy(model_dir("rm", ROUND - 1), read_jsonl(comparisons_dir(ROUND) / "pairs.jsonl"), cfg, ctx)
+    out[f"previous_rm_heldout_accuracy_r{ROUND}"] = before["accuracy"]
+    return out
+
+
 @task(name="train-and-normalize")
 def train_task(out_dir: str) -> TrainResult:
     return train_in_processes("rm", train, out_dir, step_logger("rm"))
@@ -48,10 +67,12 @@ def rm_flow() -> dict:
     if not rm_users(read_params()):
         skip("rm", "no stage in pipeline.algorithms optimizes the RM (their reward: Python functions)")
         return {}
-    with stage_run("rm", read_params()), atomic_path(MODELS / "rm") as staging:
+    with stage_run("rm", read_params()), atomic_path(model_dir("rm")) as staging:
         log_label_report()
         out = train_task(str(staging))
-        metrics = out.metrics
+        metrics = out.metrics | {"n_pairs": len(rm_inputs(read_params())[1])}  # a later round's: every round's
+        if ROUND > 1:
+            metrics |= across_rounds(staging)
         register("rm", str(staging), "reward", metrics)
         finish("rm", metrics, out.history)
     print(f"rm: {metrics}")

@@ -6,10 +6,10 @@ from flows.entry import run_policy_stage
 def train(cfg, out_dir, ctx, on_step):
     """The training itself (one of the training processes): SFT, RM and DPO models, policy prompts -> out_dir."""
     from flows.online import train_online
-    from flows.paths import MODELS
+    from flows.paths import model_dir
     from tasks.rl.rto import train_rto
 
-    return train_online(train_rto, "rto", cfg, out_dir, ctx, on_step, dpo_dir=MODELS / "dpo")
+    return train_online(train_rto, "rto", cfg, out_dir, ctx, on_step, dpo_dir=model_dir("dpo"))
 
 
 def knobs(cfg) -> dict:

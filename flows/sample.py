@@ -1,10 +1,12 @@
 """`sample` stage: K completions per comparison prompt from models/sft, gold-scored and labeled -> data/samples.
-With sample.labeler: people, the completions become labeling tasks in the label store instead."""
+With sample.labeler: people, the completions become labeling tasks in the label store instead. In a later round
+(params.yaml: rounds) the previous round's champion writes them, on that round's fresh slice of policy prompts."""
 
 from prefect import flow, task
 
 from flows.common import finish, no_retry_on_user_error, read_params, run_stage, stage_run
-from flows.paths import MODELS, ROOT, SAMPLES, store_url
+from flows.paths import MODELS, ROOT, ROUND, SAMPLES, store_url
+from flows.round_inputs import prompt_slice, sampler_dir
 from flows.stages import check_prompt_lengths, prompts
 from tasks import config
 from tasks.label.export import groups_from_completions, send_to_people
@@ -21,11 +23,13 @@ from tasks.runtime.files import atomic_path, read_jsonl
 def sample_and_label(out_dir: str) -> dict:
     params = read_params()
     cfg, ctx = sample_config(params), run_context(config.load("compute", params), "sample")
-    metrics = run_sample(cfg, prompts("comparison"), MODELS / "sft", out_dir, ctx, ROOT)
+    comparison_prompts = prompts("comparison") if ROUND == 1 else prompt_slice(prompts("policy"), params)
+    metrics = run_sample(cfg, comparison_prompts, sampler_dir(params), out_dir, ctx, ROOT)
     if cfg.labeler == "people":  # written last: a failed sampling adds no tasks
         labels = config.load("labels", params)
         groups = groups_from_completions(read_jsonl(f"{out_dir}/completions.jsonl"))
-        metrics |= send_to_people(LabelStore(store_url(labels.store)), groups, labels.overlap, cfg.seed)
+        store = LabelStore(store_url(labels.store))
+        metrics |= send_to_people(store, groups, labels.overlap, cfg.seed, ROUND)
         print(f"sample: {metrics['label_tasks']} labeling tasks in {labels.store}: label them with `make label`")
     return metrics
 
@@ -49,8 +53,11 @@ def sample_flow() -> dict:
 
 def check_inputs(params: dict) -> None:
     """Before any model loads: the labeler exists, its scorer imports, a preference file parses (and, when
-    conversational, the tokenizer has a chat template to render it)."""
+    conversational, the tokenizer has a chat template to render it); a later round's prompts and sampler exist."""
     cfg = sample_config(params)
+    if ROUND > 1:
+        prompt_slice(prompts("policy"), params)
+        sampler_dir(params)
     labeler = make_labeler(cfg, ROOT)
     if labeler.needs_samples:
         if cfg.gold_scorer:
@@ -65,5 +72,5 @@ def check_inputs(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    sections = ("sample", "labels", "compute", "tracking")
+    sections = ("sample", "labels", "compute", "tracking", "rounds")
     run_stage(sample_flow, sections, check_prompt_lengths("sample"), check_inputs)

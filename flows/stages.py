@@ -10,7 +10,7 @@ from flows import tracking
 from flows.common import finish, read_params, stage_run
 from flows.launch import check_divisible
 from flows.launch import run as run_training
-from flows.paths import CHECKPOINTS, MODELS, PREPARED
+from flows.paths import CHECKPOINTS, MODELS, PREPARED, ROUND, model_dir
 from tasks import config
 from tasks.data.splits import load_split
 from tasks.lm.batching import encode_prompt, require_chat_template
@@ -78,7 +78,7 @@ RUN_FILE = "mlflow_run.json"  # in a policy's model dir: its training run and re
 
 def run_info(name: str) -> dict:
     """A policy's training run and registered version (its model dir's RUN_FILE); {} when it has none."""
-    path = MODELS / name / RUN_FILE
+    path = model_dir(name) / RUN_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -122,8 +122,9 @@ def policy_stage(stage: str, train_task, log_params: dict) -> dict:
     with stage_run(stage, params) as run:
         mlflow.log_params(log_params)
         tags = {k: v for k, v in log_params.items() if k in ("algorithm", "kl_coef", "variant", "reward")}
+        tags["round"] = ROUND  # its registered version carries it too
         mlflow.set_tags(tags)
-        with atomic_path(MODELS / stage) as staging:
+        with atomic_path(model_dir(stage)) as staging:
             out = train_task(str(staging))
             metrics = out.metrics
             version = register(stage, str(staging), "lm", metrics, tags=tags, name="policy")

@@ -69,6 +69,7 @@ def stage_run(stage: str, experiment: str, params: dict, default_uri: str, artif
         "stage": stage,
         # DVC names the experiment a stage runs in (dvc exp run -n); the pipeline flow also passes it
         "dvc_experiment": os.environ.get("DVC_EXP_NAME") or os.environ.get("RLHF_DVC_EXPERIMENT") or "workspace",
+        "round": os.environ.get("RLHF_ROUND", "1"),  # params.yaml: rounds (flows/paths.py: ROUND)
     }
     if pid := _prefect_run_id():
         tags["prefect_flow_run_id"] = str(pid)

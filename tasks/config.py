@@ -18,6 +18,7 @@ from tasks.runtime.errors import PipelineError
 from tasks.sections.base import Section
 from tasks.sections.data import BaseConfig, CorpusConfig, LabelsConfig, PrepareConfig, SampleConfig
 from tasks.sections.policy import GRPOConfig, PPOConfig, RLOOConfig, RTOConfig
+from tasks.sections.rounds import RoundsConfig
 from tasks.sections.run import (
     ChampionConfig,
     ComputeConfig,
@@ -52,6 +53,7 @@ SECTIONS = {
     "pipeline": PipelineConfig,
     "frontier": FrontierConfig,
     "seeds": SeedsConfig,
+    "rounds": RoundsConfig,
     "compute": ComputeConfig,
     "tracking": TrackingConfig,
 }
@@ -145,3 +147,21 @@ def gate_judge(params: dict) -> str:
     if chosen not in listed:
         raise ConfigError(f"params.yaml: champion.judge: {chosen!r} is not one of eval.judges ({', '.join(listed)})")
     return chosen
+
+
+def rounds(params: dict):
+    """The rounds section, checked against the rest: a later round needs new labels on new samples (a dataset
+    labeler has none), and samples from a policy stage that trains."""
+    cfg, labeler = load("rounds", params), load("sample", params).labeler
+    if cfg.count > 1 and labeler == "dataset":
+        raise ConfigError(
+            f"params.yaml: rounds.count: {cfg.count} rounds need new comparisons of each round's samples, which "
+            "sample.labeler: dataset cannot give (use simulated or people, or rounds.count: 1)"
+        )
+    algorithms = load("pipeline", params).algorithms
+    if cfg.count > 1 and cfg.sample_from != "champion" and cfg.sample_from not in algorithms:
+        raise ConfigError(
+            f"params.yaml: rounds.sample_from: {cfg.sample_from} does not train (pipeline.algorithms: "
+            f"{', '.join(algorithms)})"
+        )
+    return cfg

@@ -59,8 +59,8 @@ def pipeline_parent(api: str) -> str:
         return str(client.create_flow_run(pipeline, state=Running()).id)
 
 
-def start_stage(root, api: str, parent: str) -> subprocess.Popen:
-    env = project_env(root, PREFECT_API_URL=api, RLHF_PIPELINE_FLOW_RUN_ID=parent)
+def start_stage(root, api: str, parent: str, **extra) -> subprocess.Popen:
+    env = project_env(root, PREFECT_API_URL=api, RLHF_PIPELINE_FLOW_RUN_ID=parent, **extra)
     cmd = ["python", "-m", "flows.labels"]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -83,10 +83,11 @@ def paused_child(api: str, parent: str, proc, timeout: float = 120):
     raise AssertionError("the labels stage did not pause")
 
 
-def label(url: str, annotator: str, ranks: list[int]) -> None:
+def label(url: str, annotator: str, ranks: list[int]) -> dict:
     task = httpx.get(f"{url}api/next", params={"annotator": annotator}, timeout=10).json()["task"]
     body = {"annotator": annotator, "task_id": task["id"], "ranks": ranks}
     assert httpx.post(f"{url}api/submit", json=body, timeout=30).status_code == 200
+    return task
 
 
 def finished(proc, timeout: float = 90) -> str:
@@ -149,3 +150,35 @@ def test_paused_run_resumes_at_the_target_or_by_a_person(project, prefect_server
     out = finished(proc)
     assert "labels: resumed (enough for a first RM)" in out and "2 of 3 tasks labeled" in out
     assert len(read_jsonl(root / "data/comparisons/pairs.jsonl")) == 6
+
+
+def test_a_later_rounds_tasks_are_tagged_and_its_labels_node_pauses(project, prefect_server):
+    """Round 2 (iterated RLHF): its completions' tasks carry round 2, the page hands them out first and says so,
+    the stage (RLHF_ROUND=2, as dvc.yaml's labels_r2 runs it) pauses as node labels_r2 until round 2's target,
+    and its pairs are round 2's only (round 1's unlabeled tasks neither count nor come first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root, store, url = project
+    rows = [
+        {"prompt_id": f"q{i}", "prompt": f"Round two {i}:", "text": f" option {j}", "ended": True, "gold": float(j)}
+        for i in range(PROMPTS) for j in range(K)
+    ]  # fmt: skip
+    (root / "data/rounds/2/samples").mkdir(parents=True)
+    (root / "data/rounds/2/samples/completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    send_to_people(store, groups_from_completions(rows), overlap=0.0, seed=0, round=2)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["rounds"]["count"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    parent = pipeline_parent(prefect_server)
+    proc = start_stage(root, prefect_server, parent, RLHF_ROUND="2")
+    paused_child(prefect_server, parent, proc)
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        assert [t.name for t in client.read_task_runs() if t.flow_run_id == UUID(parent)] == ["labels_r2"]
+    for annotator in ("ann", "bob"):
+        task = label(url, annotator, [3, 2, 1])
+        assert task["round"] == 2 and task["prompt"].startswith("Round two")
+    assert "labels: resumed (2 tasks labeled: the target)" in finished(proc)
+    pairs = read_jsonl(root / "data/rounds/2/comparisons/pairs.jsonl")
+    assert len(pairs) == 2 * 3 and {p["prompt_id"][0] for p in pairs} == {"q"}
+    assert not (root / "data/comparisons").exists()  # round 1's output is not touched

@@ -238,8 +238,9 @@ def evaluate_policies(
     cfg: the `eval` section. reference: SFT's side (sft_reference's, cached by the eval_sft stage; None:
     computed here). Each policy samples the same prompts with the same seed. Returns {"policies": {name:
     {"metrics", "samples": rows for a person to read}}, "head_to_head": {a_vs_b: metrics}, "judges": each judge's
-    agreement with the held-out labels (and gold)}; "sft" is among the policies (win rates exactly ½, KL 0); with a
-    pointwise judge every policy's metrics carry its Elo rating by the head-to-head judge (rating.py).
+    agreement with the held-out labels (and gold), "per_prompt": the head-to-head judge's (n_prompts, k) scores};
+    "sft" is among the policies (win rates exactly ½, KL 0); with a pointwise judge every policy's metrics carry its
+    Elo rating by the head-to-head judge (rating.py).
     """
     reference = reference or sft_reference(sft_dir, cfg, judging, prompts, texts, ctx)
     prompts, texts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts, texts[: cfg.ppl_texts]
@@ -275,4 +276,5 @@ def evaluate_policies(
     if head:  # every policy and SFT on one scale: Bradley–Terry fitted to all their pairings, SFT at 1000
         for name, r in rating(scores, indices, cfg.ci_level).items():
             out[name]["metrics"] |= r
-    return {"policies": out, "head_to_head": h2h, "judges": reference["judges"]}
+    per_prompt = {"judge": head, "scores": {name: s.tolist() for name, s in scores.items()}}  # for later rounds
+    return {"policies": out, "head_to_head": h2h, "judges": reference["judges"], "per_prompt": per_prompt}

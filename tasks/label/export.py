@@ -17,10 +17,10 @@ def groups_from_completions(rows: list[dict]) -> list[dict]:
     return list(groups.values())
 
 
-def send_to_people(store: LabelStore, groups: list[dict], overlap: float, seed: int) -> dict:
-    """Each prompt's completions as a labeling task (a prompt already in the store keeps the completions people
-    saw); the metrics the sample stage reports about it."""
-    added = store.add_tasks(groups, overlap=overlap, seed=seed)
+def send_to_people(store: LabelStore, groups: list[dict], overlap: float, seed: int, round: int = 1) -> dict:
+    """Each prompt's completions as a labeling task of `round` (a prompt already in the store keeps the
+    completions people saw); the metrics the sample stage reports about it."""
+    added = store.add_tasks(groups, overlap=overlap, seed=seed, round=round)
     done = store.progress([g["prompt_id"] for g in groups])
     return {"label_tasks": done["total"], "label_tasks_added": added, "label_tasks_labeled": done["labeled"]}
 

@@ -46,7 +46,7 @@ def task_view(task) -> dict | None:
     prompt = (
         task.prompt if isinstance(task.prompt, str) else "\n".join(f"{m['role']}: {m['content']}" for m in task.prompt)
     )
-    return {"id": task.id, "prompt": prompt, "completions": [c["text"] for c in task.completions]}
+    return {"id": task.id, "round": task.round, "prompt": prompt, "completions": [c["text"] for c in task.completions]}
 
 
 def make_app(store: LabelStore, on_label=lambda: None) -> FastAPI:
@@ -148,6 +148,7 @@ PAGE = """<!doctype html>
  as the previous (a tie), <b>Backspace</b> clears, <b>Enter</b> submits, <b>b</b> all bad, <b>s</b> skip,
  <b>u</b> undo the last submission.</p>
 <div id="task" hidden>
+ <p id="round"></p>
  <div class="prompt" id="prompt"></div>
  <div id="completions"></div>
  <p><button id="submit">Submit (Enter)</button><button id="allbad">All bad (b)</button>
@@ -187,6 +188,7 @@ function show(data) {
   if (!task) return;
   $("task").dataset.taskId = task.id;
   $("prompt").textContent = task.prompt;
+  $("round").textContent = `Round ${task.round}`;  // iterated RLHF: whose completions these are
   const box = $("completions"); box.replaceChildren();
   task.completions.forEach((text, i) => {
     const row = document.createElement("div"); row.className = "completion"; row.id = "completion-" + i;

@@ -16,7 +16,7 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, UniqueConstraint, create_engine, func, select
+from sqlalchemy import JSON, DateTime, ForeignKey, String, UniqueConstraint, create_engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -38,6 +38,7 @@ class Task(Base):
     prompt: Mapped[object] = mapped_column(JSON)  # text, or a list of chat messages
     completions: Mapped[list] = mapped_column(JSON)  # [{"text", "ended", "gold"?}]
     slots: Mapped[int] = mapped_column(default=1)  # 2: labeled twice, for agreement
+    round: Mapped[int] = mapped_column(default=1, server_default="1")  # iterated RLHF: the round that sampled it
 
 
 class Assignment(Base):
@@ -88,17 +89,21 @@ class LabelStore:
     def __init__(self, url: str):
         self.engine = create_engine(url)
         Base.metadata.create_all(self.engine)
+        if "round" not in {c["name"] for c in inspect(self.engine).get_columns("tasks")}:  # a store from before rounds
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE tasks ADD COLUMN round INTEGER NOT NULL DEFAULT 1"))
 
-    def add_tasks(self, groups: list[dict], overlap: float = 0.0, seed: int = 0) -> int:
-        """Each group {"prompt_id", "prompt", "completions"} as a task (a prompt already stored is left as it
-        is); a seeded `overlap` share of the new tasks gets two slots. Returns how many were added."""
+    def add_tasks(self, groups: list[dict], overlap: float = 0.0, seed: int = 0, round: int = 1) -> int:
+        """Each group {"prompt_id", "prompt", "completions"} as a task of `round` (a prompt already stored is left
+        as it is); a seeded `overlap` share of the new tasks gets two slots. Returns how many were added."""
         rng = random.Random(seed)
         with Session(self.engine) as s, s.begin():
             known = set(s.scalars(select(Task.prompt_id)))
             new = [g for g in groups if g["prompt_id"] not in known]
             for g in new:
                 slots = 2 if rng.random() < overlap else 1
-                s.add(Task(prompt_id=g["prompt_id"], prompt=g["prompt"], completions=g["completions"], slots=slots))
+                s.add(Task(prompt_id=g["prompt_id"], prompt=g["prompt"], completions=g["completions"], slots=slots,
+                           round=round))  # fmt: skip
         return len(new)
 
     def next_task(self, annotator: str) -> Task | None:
@@ -117,7 +122,8 @@ class LabelStore:
                 .where(Assignment.task_id == Task.id, Assignment.slot >= 0)
                 .scalar_subquery()
             )
-            free = list(s.scalars(select(Task).where(Task.id.not_in(ever), taken < Task.slots).order_by(Task.id)))
+            free = select(Task).where(Task.id.not_in(ever), taken < Task.slots)
+            free = list(s.scalars(free.order_by(Task.round.desc(), Task.id)))  # the latest round's first
         for task in free:
             for slot in range(task.slots):
                 try:  # one short transaction per try: the unique (task, slot) decides who gets it

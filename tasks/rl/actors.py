@@ -57,13 +57,17 @@ def trained(model_dir) -> bool:
 class Policy:
     """The trained policy, its frozen reference, the critic (when the advantage estimator needs one) and the reward
     (the RM and/or Python functions, params `reward`); with LoRA, the reference is the policy with its adapter
-    disabled (no second copy in memory)."""
+    disabled (no second copy in memory). start_dir: the policy's starting weights when they are not SFT's (a later
+    round continuing its previous policy); the reference stays SFT."""
 
-    def __init__(self, cfg, sft_dir, rm_dir, device, critic: bool = True, section: str = "ppo"):
-        model, self.tok = load_lm(sft_dir, device)
+    def __init__(self, cfg, sft_dir, rm_dir, device, critic: bool = True, section: str = "ppo", start_dir=None):
+        model, self.tok = load_lm(start_dir or sft_dir, device)
         disable_dropout(model)
-        self.lora = cfg.lora.enabled
-        self.ref = None if self.lora else copy.deepcopy(model).eval().requires_grad_(False)
+        if start_dir is not None:  # the reference is SFT, not where this policy starts
+            self.ref = load_lm(sft_dir, device)[0].eval().requires_grad_(False)
+            disable_dropout(self.ref)
+        else:
+            self.ref = None if cfg.lora.enabled else copy.deepcopy(model).eval().requires_grad_(False)
         self.model = add_lora(model, cfg.lora)
         self.rm, self.norm, self.value = None, {}, None
         if needs_rm(cfg.reward):
@@ -79,7 +83,7 @@ class Policy:
 
     @torch.no_grad()
     def ref_logprobs(self, packed, temperature):
-        if self.lora:
+        if self.ref is None:  # LoRA from SFT: the adapter off is SFT
             with self.model.disable_adapter():
                 return response_logprobs(self.model, packed, temperature)
         return response_logprobs(self.ref, packed, temperature)

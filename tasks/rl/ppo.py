@@ -54,6 +54,7 @@ class OnlineInputs:
     texts: list[str]  # pretraining texts (PPO-ptx's LM term)
     sft_dir: Path  # the SFT model: the policy's start and the KL reference
     rm_dir: Path  # the reward model (and the critic's start); may record 'skipped'
+    start_dir: Path | None = None  # where the policy starts when not SFT (a later round continuing its policy)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def train_ppo(
     hooks = hooks or {}
     seed_everything(cfg.seed)
     critic = losses.ADVANTAGE_ESTIMATORS[cfg.advantage].critic
-    pol = Policy(cfg, inputs.sft_dir, inputs.rm_dir, ctx.device, critic=critic, section=stage)
+    pol = Policy(cfg, inputs.sft_dir, inputs.rm_dir, ctx.device, critic, stage, inputs.start_dir)
     modules = {"policy": pol.model} | ({"value": pol.value} if pol.value is not None else {})
     lrs = {"policy": cfg.lr, "value": cfg.value_lr}
     optimizers = {

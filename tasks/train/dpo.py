@@ -82,17 +82,21 @@ def train_dpo(
     ctx: RunContext = SINGLE_PROCESS,
     on_step=None,
     checkpoint_dir: Path | None = None,
+    ref_dir: Path | None = None,
 ) -> TrainResult:
-    """DPO from the model in sft_dir on labeled pairs; save to out_dir."""
+    """DPO from the model in sft_dir on labeled pairs; save to out_dir. The reference is the starting model, or
+    ref_dir's (a later round that continues its previous policy keeps SFT as the reference)."""
     seed_everything(cfg.seed)
     model, tok = load_lm(sft_dir, ctx.device)
+    reference = load_lm(ref_dir, ctx.device)[0] if ref_dir is not None and Path(ref_dir) != Path(sft_dir) else model
     train, held = build_groups(pairs, tok, cfg)
     if cfg.pairs == "max_min":  # held-out accuracy stays on every labeled pair
         train = [best_vs_worst(g) for g in train]
     # before any update, and only for what will be read: max_steps can stop training before it reaches
     # every group, and then only the groups its seeded batches draw need a reference log-prob
     seen = items_seen(len(train), cfg)
-    with_ref = with_reference_logprobs(model, [train[i] for i in seen] + held, tok.pad_token_id, cfg, ctx)
+    with_ref = with_reference_logprobs(reference, [train[i] for i in seen] + held, tok.pad_token_id, cfg, ctx)
+    del reference
     for i, g in zip(seen, with_ref):
         train[i] = g
     held = with_ref[len(seen) :]

@@ -149,3 +149,12 @@ def normalized(raw: torch.Tensor, norm: dict) -> torch.Tensor:
 
 def load_reward_norm(rm_dir: Path) -> dict:
     return json.loads((Path(rm_dir) / NORM_FILE).read_text())
+
+
+def heldout_accuracy(rm_dir: Path, pairs: list[dict], cfg, ctx: RunContext = SINGLE_PROCESS) -> dict:
+    """A trained RM on the held-out prompts of `pairs` (the same hash split as training): {accuracy, gold_accuracy,
+    n_pairs}. Iterated RLHF reports every round's RM on every round's held-out pairs, and the previous round's RM
+    on the new round's (the distribution shift a new RM is meant to fix)."""
+    model, tok = load_scalar_model(rm_dir, ctx.device)
+    _, held = build_groups(pairs, tok, cfg, cfg.use_margin)
+    return accuracies(held, score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, ctx, cfg.pooling))
