@@ -174,6 +174,7 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
 # ppo_stage runs sample and rm itself when no earlier file on its worker did, so it goes early too.
 COST_ORDER = [
     "test_pipeline",
+    "test_rounds_run",  # three rounds in a row on a copy of the tiny project
     "test_distributed",
     "test_ppo_stage",
     "test_group_stages",

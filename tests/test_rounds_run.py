@@ -58,7 +58,10 @@ def test_round_two_learns_from_the_round_one_champion(project):
     assert sampled_again(root, f"models/{champion['standing_policy']}", second)
     # the retrained RM saw both rounds' pairs; the rating puts both rounds' policies on SFT's scale
     pairs = len(read(root, "data/comparisons/pairs.jsonl")) + len(read(root, "data/rounds/2/comparisons/pairs.jsonl"))
-    assert read(root, "metrics/rounds/2/rm.json")["n_pairs"] == pairs
+    rm = read(root, "metrics/rounds/2/rm.json")
+    assert rm["n_pairs"] == pairs
+    for key in ("heldout_accuracy_r1", "heldout_accuracy_r2", "previous_rm_heldout_accuracy_r2"):  # and round 1's
+        assert 0 <= rm[key] <= 1  # RM on round 2's pairs: the shift a new RM is meant to fix
     rating = read(root, "metrics/rounds/2/rating.json")["ratings"]
     assert set(rating) == {"sft", "ppo r1", "dpo r1", "ppo r2", "dpo r2"} and rating["sft"]["elo"] == 1000.0
     assert (root / "plots/rounds/2/rating.png").read_bytes()[:4] == b"\x89PNG"
