@@ -11,7 +11,7 @@ from prefect import flow, task
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.eval_sft import cached_reference
 from flows.judging import check_judges, judging
-from flows.paths import MODELS, STAGE_PLOTS, model_dir
+from flows.paths import MODELS, ROUND, STAGE_PLOTS, model_dir
 from flows.rating import keep_scores, rate_rounds
 from flows.stages import check_prompt_lengths, prompts, run_info, texts
 from tasks import config
@@ -72,7 +72,8 @@ def log_evaluations(results: dict) -> None:
     client = mlflow.MlflowClient()
     for name, r in results["policies"].items():
         info, m = run_info(name), r["metrics"]
-        with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags={"policy": name, "stage": "eval"}):
+        tags = {"policy": name, "stage": "eval", "round": ROUND}
+        with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags=tags):
             mlflow.log_params(
                 {
                     "policy": name,

@@ -97,7 +97,7 @@ def register(
     registered = f"{trk.registered_prefix}-{name or stage}" if trk.register_models else None
     size = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
     return tracking.log_model(
-        model, tok, task_name, registered, tags={"stage": stage, **(tags or {}), **metrics}, nbytes=size
+        model, tok, task_name, registered, tags={"stage": stage, "round": ROUND, **(tags or {}), **metrics}, nbytes=size
     )
 
 
@@ -122,7 +122,6 @@ def policy_stage(stage: str, train_task, log_params: dict) -> dict:
     with stage_run(stage, params) as run:
         mlflow.log_params(log_params)
         tags = {k: v for k, v in log_params.items() if k in ("algorithm", "kl_coef", "variant", "reward")}
-        tags["round"] = ROUND  # its registered version carries it too
         mlflow.set_tags(tags)
         with atomic_path(model_dir(stage)) as staging:
             out = train_task(str(staging))
