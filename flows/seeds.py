@@ -20,7 +20,15 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.dvc_experiments import aggregate, differences, latest_batch, seed_champions, seed_runs, write_runs
+from tasks.eval.dvc_experiments import (
+    aggregate,
+    differences,
+    latest_batch,
+    round_gains,
+    seed_champions,
+    seed_runs,
+    write_runs,
+)
 from tasks.eval.report import seeds_figure
 from tasks.runtime.errors import PipelineError, die_cleanly
 from tasks.runtime.files import write_json
@@ -56,7 +64,8 @@ def report(cfg, batch: str | None) -> dict:
     summary = aggregate(runs, cfg.level)
     write_runs(runs, METRICS / "seeds")
     champions = seed_champions(shown, batch)
-    diffs = differences(runs, cfg.level)
+    firsts = {a: rows for a, rows in runs.items() if " r" not in a}  # algorithms compared within round 1
+    diffs, gains = differences(firsts, cfg.level), round_gains(runs, cfg.level)
     write_json(
         METRICS / "seeds.json",
         {
@@ -64,6 +73,7 @@ def report(cfg, batch: str | None) -> dict:
             "level": cfg.level,
             "algorithms": summary,
             "differences": diffs,
+            "round_gains": gains,  # rounds.count > 1: each later round's policy minus its round-1 one (Welch)
             "champion_by_seed": champions,
         },
     )
@@ -88,7 +98,7 @@ def report(cfg, batch: str | None) -> dict:
             for k, iv in m.items()
         ]
         print(f"  {algo} ({m['kl']['n']} seeds): " + ", ".join(cells))
-    for pair, d in diffs.items():
+    for pair, d in (diffs | gains).items():
         cells = [
             f"{k} {iv['diff']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]" + (" significant" if iv["significant"] else "")
             for k, iv in d.items()

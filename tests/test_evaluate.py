@@ -226,3 +226,23 @@ def test_dvc_queue_workers_are_alive_only_while_a_pid_file_names_a_live_process(
     assert not experiments.workers_alive()
     (celery / "dvc-exp-worker-2.pid").write_text(f"{os.getpid()}\n")
     assert experiments.workers_alive()
+
+
+def test_a_later_rounds_policies_are_runs_of_their_own_and_their_gain_has_a_welch_interval():
+    from tasks.eval.dvc_experiments import round_gains, seed_runs, welch_interval
+
+    def node(seed, r1, r2):
+        metrics = {
+            "metrics/eval/ppo.json": {"data": {"kl": 1.0, "win_rate_gold": r1}},
+            "metrics/rounds/2/eval/ppo.json": {"data": {"kl": 2.0, "win_rate_gold": r2}},
+            "metrics/rounds/2/eval/rto.json": {"data": {"skipped": 1}},
+        }
+        return {"name": f"seeds-20261207-010000-s{seed}", "data": {"params": {}, "metrics": metrics}}
+
+    show = [node(0, 0.6, 0.7), node(1, 0.62, 0.75), node(2, 0.58, 0.74)]
+    runs = seed_runs(show, "seeds-20261207-010000")
+    assert set(runs) == {"ppo", "ppo r2"}  # rto skipped in round 2: no run
+    gains = round_gains(runs, 0.95)
+    expected = welch_interval([0.7, 0.75, 0.74], [0.6, 0.62, 0.58], 0.95)
+    assert list(gains) == ["ppo r2 - r1"] and gains["ppo r2 - r1"]["win_rate_gold"] == expected
+    assert gains["ppo r2 - r1"]["win_rate_gold"]["diff"] == pytest.approx(0.73 - 0.6)

@@ -4,6 +4,7 @@ runs of a seeds batch and their aggregate over seeds (mean and Student's t inter
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from tasks.sections.stages import POLICY_STAGES
 
 # each where every run has it: win_rate is the gate judge's; gold where the task has a scorer, the RMs where trained
 AGGREGATED = ("win_rate", "win_rate_gold", "gold_reward", "win_rate_heldout_rm", "heldout_rm_score", "kl", "rm_score")
+LATER_ROUND = re.compile(r"metrics/rounds/(\d+)/eval/(\w+)\.json")  # iterated RLHF: round r's evaluation
 
 
 def walk(node):
@@ -55,7 +57,7 @@ def unfinished(exp_show: list) -> set[str]:
 def revisions(exp_show: list, prefix: str | None):
     """(name, params, {algo: eval metrics}) of the workspace (prefix None) or of every experiment whose name
     starts with prefix; failed, queued and running experiments (their metrics files are the baseline's or a
-    half-run's) and skipped policies are left out."""
+    half-run's) and skipped policies are left out. A later round's policy is '<algo> r<round>'."""
     skip = unfinished(exp_show)
     for node in walk(exp_show):
         name = node.get("name") or node.get("rev")
@@ -69,6 +71,10 @@ def revisions(exp_show: list, prefix: str | None):
             m = ((data.get("metrics") or {}).get(f"metrics/eval/{algo}.json") or {}).get("data") or {}
             if "kl" in m:
                 metrics[algo] = m
+        for path, entry in (data.get("metrics") or {}).items():
+            later, m = LATER_ROUND.fullmatch(path), (entry or {}).get("data") or {}
+            if later and later[2] in POLICY_STAGES and "kl" in m:
+                metrics[f"{later[2]} r{later[1]}"] = m
         yield name, params, metrics
 
 
@@ -82,7 +88,7 @@ def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
             continue  # the same experiment listed twice (under its baseline and its branch): one result
         seen.add(seed)
         for algo, m in metrics.items():
-            out[algo].append({"experiment": name, "seed": seed, **m})
+            out.setdefault(algo, []).append({"experiment": name, "seed": seed, **m})
     return {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in out.items() if rows}
 
 
@@ -147,6 +153,19 @@ def differences(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
         }
         for i, a in enumerate(algos)
         for b in algos[i + 1 :]
+    }
+
+
+def round_gains(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
+    """{"<algo> r<r> - r1": {metric: welch_interval}}: what a later round changed, per algorithm, over seeds."""
+    return {
+        f"{name} - r1": {
+            k: welch_interval([r[k] for r in rows], [r[k] for r in runs[algo]], level)
+            for k in AGGREGATED
+            if all(k in r for r in rows + runs[algo])
+        }
+        for name, rows in runs.items()
+        if " r" in name and (algo := name.split(" r")[0]) in runs and len(rows) >= 2 and len(runs[algo]) >= 2
     }
 
 
