@@ -86,9 +86,21 @@ def log_evaluations(results: dict) -> None:
             columns = r["samples"][0].keys()
             table = {c: [row[c] for row in r["samples"]] for c in columns}
             mlflow.log_table(table, artifact_file=f"samples_{name}.json")
-        if info.get("run_id"):
+        if info.get("run_id") and known_run(client, info["run_id"]):
             for k, v in m.items():
                 client.log_metric(info["run_id"], f"eval/{k}", float(v))
+        elif info.get("run_id"):  # a model trained against another MLflow store (a clone that pulled it)
+            print(f"eval: {name}'s training run {info['run_id']} is not in this MLflow store: eval/* not added to it")
+
+
+def known_run(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 @flow(name="eval", log_prints=True)
