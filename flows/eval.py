@@ -72,7 +72,7 @@ def log_evaluations(results: dict) -> None:
     client = mlflow.MlflowClient()
     for name, r in results["policies"].items():
         info, m = run_info(name), r["metrics"]
-        tags = {"policy": name, "stage": "eval", "round": ROUND}
+        tags = {"policy": name, "stage": "eval", "round": str(ROUND)}  # a tracking server takes strings only
         with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags=tags):
             mlflow.log_params(
                 {
