@@ -11,10 +11,8 @@ from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.paths import ROOT, ROUND, STAGE_METRICS, STAGE_PLOTS
 from flows.round_inputs import standing_champion
-from flows.stages import run_info
 from tasks import config
 from tasks.eval.champion import champion_gate
-from tasks.eval.judges import judge_name
 from tasks.eval.report import eval_figure
 from tasks.runtime.errors import PipelineError
 from tasks.sections.stages import POLICY_STAGES
@@ -42,8 +40,8 @@ def gate(metrics: dict[str, dict]) -> dict:
 
     params = read_params()
     policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
-    infos = {n: run_info(n) for n in metrics if n != "sft"}
-    cfg, judge = config.load(STAGE, params), judge_name(config.gate_judge(params))
+    infos = {n: tracking.run_info(n) for n in metrics if n != "sft"}
+    cfg, judge = config.load(STAGE, params), config.judge_name(config.gate_judge(params))
     decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), judge)
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
     mlflow.log_metric("promoted", decision["promoted"])
@@ -79,7 +77,7 @@ def standing(decision: dict) -> dict:
 def check_gate(params: dict) -> None:
     """Before anything runs: the gate's judge resolves and is among eval's judges; eval's numbers are there and
     their headline win rate is that judge's (eval ran with this champion.judge)."""
-    judge = judge_name(config.gate_judge(params))
+    judge = config.judge_name(config.gate_judge(params))
     for name, m in evaluated().items():
         if name != "sft" and m.get(f"win_rate_{judge}") != m.get("win_rate"):
             raise PipelineError(f"metrics/eval/{name}.json: its win rate is not {judge}'s: run dvc repro eval")

@@ -12,7 +12,6 @@ from pathlib import Path
 from flows import tracking
 from flows.paths import CHECKPOINTS, MLARTIFACTS, MLFLOW_DB, PARAMS, ROOT, ROUND, STAGE_METRICS, model_dir
 from tasks import config
-from tasks.runtime.device import pick_device
 from tasks.runtime.errors import PipelineError, die_cleanly
 from tasks.runtime.files import atomic_path, write_json
 
@@ -60,6 +59,8 @@ def run_stage(flow, sections: tuple[str, ...], *preflights) -> None:
             if ROUND > 1:  # a later round's stage: the rounds section, checked against the labeler and algorithms
                 config.rounds(params)
             if "compute" in sections:  # a cuda/bf16 request this machine cannot honour fails here, not mid-stage
+                from tasks.runtime.device import pick_device  # torch: only the stages that compute load it
+
                 pick_device(config.load("compute", params))
             for preflight in preflights:
                 preflight(params)

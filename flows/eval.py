@@ -8,15 +8,15 @@ table sorts by them) and the samples as an MLflow table; adds eval/* metrics to 
 
 from prefect import flow, task
 
+from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
 from flows.eval_sft import cached_reference
 from flows.judging import check_judges, judging
 from flows.paths import MODELS, ROUND, STAGE_PLOTS, model_dir
 from flows.rating import keep_scores, rate_rounds
-from flows.stages import check_prompt_lengths, prompts, run_info, texts
+from flows.stages import check_prompt_lengths, prompts, texts
 from tasks import config
 from tasks.eval.evaluate import evaluate_policies
-from tasks.eval.judges import judge_name
 from tasks.eval.report import agreement_table, eval_figure, eval_table, head_to_head_table
 from tasks.runtime.device import run_context
 from tasks.sections.stages import POLICY_STAGES
@@ -49,7 +49,7 @@ def report(results: dict) -> None:
     import mlflow
 
     params = read_params()
-    cfg, gate = config.load("eval", params), judge_name(config.gate_judge(params))
+    cfg, gate = config.load("eval", params), config.judge_name(config.gate_judge(params))
     metrics = {n: r["metrics"] for n, r in results["policies"].items()}
     print("evaluation:\n" + eval_table(metrics, cfg.ci_level, gate))
     if results["head_to_head"]:
@@ -71,7 +71,7 @@ def log_evaluations(results: dict) -> None:
 
     client = mlflow.MlflowClient()
     for name, r in results["policies"].items():
-        info, m = run_info(name), r["metrics"]
+        info, m = tracking.run_info(name), r["metrics"]
         tags = {"policy": name, "stage": "eval", "round": str(ROUND)}  # a tracking server takes strings only
         with mlflow.start_run(run_name=f"eval-{name}", nested=True, tags=tags):
             mlflow.log_params(

@@ -4,7 +4,7 @@ directories) and the preflight that checks them before any model loads; the eval
 from flows.paths import HELDOUT_PAIRS, MODELS, model_dir
 from tasks import config
 from tasks.eval.evaluate import Judging
-from tasks.eval.judges import function_judge, judge_name
+from tasks.eval.judges import function_judge
 from tasks.label.gold import load_scorer
 from tasks.runtime.errors import PipelineError
 from tasks.runtime.files import read_jsonl
@@ -15,7 +15,7 @@ def judging(params: dict) -> Judging:
     listed, rm = config.judges(params), config.load("rm", params)
     return Judging(
         judges=listed,
-        gate=judge_name(config.gate_judge(params)),
+        gate=config.judge_name(config.gate_judge(params)),
         gold_scorer=config.load("sample", params).gold_scorer,
         rm_dirs={name: model_dir(name) for name in ("rm", "heldout_rm")},
         heldout_pairs=read_jsonl(HELDOUT_PAIRS) if "heldout_rm" in listed and HELDOUT_PAIRS.exists() else [],

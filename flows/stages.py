@@ -73,15 +73,6 @@ def check_batches_split(stage: str):
     return check
 
 
-RUN_FILE = "mlflow_run.json"  # in a policy's model dir: its training run and registered version (eval uses it)
-
-
-def run_info(name: str) -> dict:
-    """A policy's training run and registered version (its model dir's RUN_FILE); {} when it has none."""
-    path = model_dir(name) / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 @task(name="log-and-register")
 def register(
     stage: str, model_dir: str, kind: str, metrics: dict, tags: dict | None = None, name: str | None = None
@@ -135,7 +126,7 @@ def policy_stage(stage: str, train_task, log_params: dict) -> dict:
                 "registered_model": registered,
                 **log_params,
             }
-            (staging / RUN_FILE).write_text(json.dumps(run_file))
+            (staging / tracking.RUN_FILE).write_text(json.dumps(run_file))
             finish(stage, metrics, out.history)
     print(f"{stage}: {metrics}")
     return metrics

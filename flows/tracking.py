@@ -7,16 +7,27 @@ MLFLOW_TRACKING_URI overrides it (an MLflow server, a shared database, ...).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
 
+from flows.paths import model_dir
 from tasks.runtime.files import git_commit
 from tasks.sections.stages import ONLINE_STAGES
 
 # What the logged model needs to be loaded back: pinned like pyproject.toml. Passing it explicitly keeps
 # MLflow from importing torchvision etc. to infer requirements (that inference fails on transformers 5).
 MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0", "tokenizers==0.23.3"]
+
+
+RUN_FILE = "mlflow_run.json"  # in a policy's model dir: its training run and registered version (eval uses it)
+
+
+def run_info(name: str) -> dict:
+    """A policy's training run and registered version (its model dir's RUN_FILE); {} when it has none."""
+    path = model_dir(name) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def setup(experiment: str, default_uri: str, artifacts_dir: Path):

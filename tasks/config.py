@@ -149,6 +149,11 @@ def gate_judge(params: dict) -> str:
     return chosen
 
 
+def judge_name(entry: str) -> str:
+    """An eval.judges entry as it appears in metric names: lm, or the function's dotted path."""
+    return entry.replace(":", ".")
+
+
 def rounds(params: dict):
     """The rounds section, checked against the rest: a later round needs new labels on new samples (a dataset
     labeler has none), and samples from a policy stage that trains."""

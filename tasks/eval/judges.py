@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tasks.config import judge_name
 from tasks.eval import stats
 from tasks.eval.length_control import lc_interval
 from tasks.label.gold import load_scorer
@@ -127,11 +128,6 @@ def in_both_orders(judge, triples: list[tuple]) -> np.ndarray:
     second = np.array(judge([(p, b, a) for p, a, b in triples]))  # P(b ≻ a), b shown first
     wins, losses = (first > 0.5) & (second < 0.5), (first < 0.5) & (second > 0.5)
     return np.where(wins, 1.0, np.where(losses, 0.0, 0.5))
-
-
-def judge_name(entry: str) -> str:
-    """An eval.judges entry as it appears in metric names: lm, or the function's dotted path."""
-    return entry.replace(":", ".")
 
 
 def load_judges(entries: list[str], judge_dir, ctx: RunContext, batch_size: int) -> tuple[dict, dict]:
