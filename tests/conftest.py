@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the in-process tests too (before torch is imported): see project_env
 
@@ -79,6 +80,14 @@ def make_project(dest: Path, profile: str | None = "tiny", src: Path = REPO) -> 
     if profile:
         run(sys.executable, "-m", "flows.profile", profile)
     return dest
+
+
+def set_params(root: Path, **sections) -> None:
+    """Update sections of a project's params.yaml ({section: {key: value}})."""
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for sec, over in sections.items():
+        p[sec] = {**p[sec], **over}
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
 def run_cmd(root: Path, *cmd, timeout=600, check=True, **env_extra) -> subprocess.CompletedProcess:
@@ -165,6 +174,42 @@ def tiny_pipeline(tmp_path_factory, prefect_server):
     t0 = time.time()
     run_cmd(root, "dvc", "repro", "sft", PREFECT_API_URL=prefect_server)
     return {"root": root, "seconds": time.time() - t0, "prefect_api": prefect_server}
+
+
+@pytest.fixture(scope="session")
+def full_pipeline(tmp_path_factory, prefect_server):
+    """A fresh tiny project after a whole `dvc repro` (the gate letting any policy through, outputs relinked as
+    `make repro` does, committed), and a copy of it as it was then ("snapshot"), which test_rounds_run.py starts
+    its round 2 from: both files run on one xdist worker (pytest_xdist_make_scheduler below)."""
+    root = make_project(tmp_path_factory.mktemp("full") / "proj")
+    set_params(root, champion={"max_kl": 100.0, "min_win_rate": 0.0, "alias": "champion"})
+    t0 = time.time()
+    run_cmd(root, "dvc", "repro", PREFECT_API_URL=prefect_server)
+    seconds = time.time() - t0
+    run_cmd(root, "dvc", "checkout", "--relink")  # as `make repro` does
+    run_cmd(root, "git", "add", "-A")
+    run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny run")
+    snapshot = root.parent / "snapshot"
+    shutil.copytree(root, snapshot, symlinks=True)  # git, DVC cache and MLflow store included
+    return {"root": root, "seconds": seconds, "api": prefect_server, "snapshot": snapshot}
+
+
+# Files that share a worker (and so the session fixtures they both use): {file: the file whose work unit it joins}.
+SAME_WORKER = {"tests/test_rounds_run.py": "tests/test_pipeline.py"}  # full_pipeline: one whole repro, not two
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, except that the files in SAME_WORKER go to one worker as one unit (in COST_ORDER)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileJoined(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return SAME_WORKER.get(file, file)
+
+    return LoadFileJoined(config, log)
 
 
 # The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,

@@ -10,8 +10,7 @@ import mlflow
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import run_cmd
-from tests.test_reward_stage import set_params
+from tests.conftest import run_cmd, set_params
 
 pytestmark = pytest.mark.slow
 # One process with grad_accum 2 and two processes with grad_accum 1 average the same two micro-batch

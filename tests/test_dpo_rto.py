@@ -110,7 +110,7 @@ def test_tiny_dpo_improves_its_objective_and_rto_moves_the_policy(tiny_pipeline)
 
 
 def test_skipped_algorithms_do_no_work(tiny_pipeline):
-    from tests.test_reward_stage import set_params
+    from tests.conftest import set_params
 
     root = tiny_pipeline["root"]
     params = (root / "params.yaml").read_text()

@@ -15,24 +15,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import BIN, free_port, make_project, project_env, run_cmd, start_server, stop_server
-from tests.test_reward_stage import set_params
+from tests.conftest import BIN, free_port, project_env, run_cmd, set_params, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory, prefect_server):
-    root = make_project(tmp_path_factory.mktemp("full") / "proj")
-    set_params(root, champion={"max_kl": 100.0, "min_win_rate": 0.0, "alias": "champion"})
-    t0 = time.time()
-    run_cmd(root, "dvc", "repro", PREFECT_API_URL=prefect_server)
-    seconds = time.time() - t0
-    run_cmd(root, "dvc", "checkout", "--relink")  # as `make repro` does
-    run_cmd(root, "git", "add", "-A")
-    run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny run")
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return {"root": root, "seconds": seconds, "api": prefect_server}
+def full(full_pipeline):
+    mlflow.set_tracking_uri(f"sqlite:///{full_pipeline['root'] / 'mlflow.db'}")
+    return full_pipeline
 
 
 def test_whole_tiny_pipeline_runs_and_prints_the_table(full, record_property):

@@ -11,8 +11,7 @@ import mlflow
 import pytest
 import torch
 
-from tests.conftest import project_env, run_cmd
-from tests.test_reward_stage import set_params
+from tests.conftest import project_env, run_cmd, set_params
 
 pytestmark = pytest.mark.slow
 TOL = 1e-6  # CPU, fp32, same seed: the resumed run replays the same batches from the same state

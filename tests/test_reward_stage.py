@@ -9,16 +9,9 @@ import torch
 import yaml
 
 from tasks.runtime.files import read_jsonl
-from tests.conftest import run_cmd
+from tests.conftest import run_cmd, set_params
 
 pytestmark = pytest.mark.slow
-
-
-def set_params(root, **sections):
-    p = yaml.safe_load((root / "params.yaml").read_text())
-    for sec, over in sections.items():
-        p[sec] = {**p[sec], **over}
-    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
 def digest(path):

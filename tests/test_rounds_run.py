@@ -1,7 +1,8 @@
-"""Iterated RLHF end to end on the tiny profile with real DVC, Prefect and MLflow: one round, then rounds.count 2
-(only round 2's stages run; its comparisons are the round-1 champion's samples on fresh prompts; its RM is
-retrained on both rounds' pairs; one rating across rounds), a no-op repro, then 3 (only round 3 would run).
-(One module: the tests run in this order on one project.)"""
+"""Iterated RLHF end to end on the tiny profile with real DVC, Prefect and MLflow: round 1 is a copy of the
+session's whole tiny run (tests/conftest.py full_pipeline, shared with test_pipeline.py on one worker); then
+rounds.count 2 (only round 2's stages run; its comparisons are the round-1 champion's samples on fresh prompts;
+its RM is retrained on both rounds' pairs; one rating across rounds), a no-op repro, then 3 (only round 3 would
+run). (One module: the tests run in this order on one project.)"""
 
 import json
 import re
@@ -11,8 +12,7 @@ import mlflow
 import pytest
 
 from flows.rounds import ROUND_STAGES
-from tests.conftest import run_cmd
-from tests.test_reward_stage import set_params
+from tests.conftest import run_cmd, set_params
 
 pytestmark = pytest.mark.slow
 ALWAYS_CHANGED = {"labels", "labels_r2", "labels_r3"}  # DVC runs these at every repro (they read the label store)
@@ -35,15 +35,13 @@ def read(root, rel: str):
 
 
 @pytest.fixture(scope="module")
-def project(tiny_pipeline, prefect_server, tmp_path_factory):
-    """A copy of the session's tiny project (sft done; the others keep theirs as it was), its gate letting any
-    policy through, ppo and dpo training: round 1."""
+def project(full_pipeline, tmp_path_factory):
+    """A copy of the session's whole tiny run as it was after its repro (its gate lets any policy through;
+    ppo, dpo and rto trained): round 1."""
     root = tmp_path_factory.mktemp("rounds") / "proj"
-    shutil.copytree(tiny_pipeline["root"], root, symlinks=True)  # its DVC cache too: outputs are plain copies
-    set_params(root, champion={"max_kl": 100.0, "min_win_rate": 0.0}, pipeline={"algorithms": ["ppo", "dpo"]})
-    run_cmd(root, "dvc", "repro", PREFECT_API_URL=prefect_server, timeout=900)
+    shutil.copytree(full_pipeline["snapshot"], root, symlinks=True)  # its DVC cache too: outputs are plain copies
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return {"root": root, "api": prefect_server}
+    return {"root": root, "api": full_pipeline["api"]}
 
 
 def test_round_two_learns_from_the_round_one_champion(project):
@@ -63,7 +61,10 @@ def test_round_two_learns_from_the_round_one_champion(project):
     for key in ("heldout_accuracy_r1", "heldout_accuracy_r2", "previous_rm_heldout_accuracy_r2"):  # and round 1's
         assert 0 <= rm[key] <= 1  # RM on round 2's pairs: the shift a new RM is meant to fix
     rating = read(root, "metrics/rounds/2/rating.json")["ratings"]
-    assert set(rating) == {"sft", "ppo r1", "dpo r1", "ppo r2", "dpo r2"} and rating["sft"]["elo"] == 1000.0
+    assert (
+        set(rating) == {"sft", *(f"{a} r{r}" for a in ("ppo", "dpo", "rto") for r in (1, 2))}
+        and rating["sft"]["elo"] == 1000.0
+    )
     assert (root / "plots/rounds/2/rating.png").read_bytes()[:4] == b"\x89PNG"
     # every round-2 run carries its round, and so does its policy's registered version
     runs = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.round = '2'")
