@@ -198,6 +198,7 @@ def full_pipeline(tmp_path_factory, prefect_server):
 SAME_WORKER = {"tests/test_rounds_run.py": "tests/test_pipeline.py"}  # full_pipeline: one whole repro, not two
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `make test-fast` runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     """--dist loadfile, except that the files in SAME_WORKER go to one worker as one unit (in COST_ORDER)."""
     if config.getvalue("dist") != "loadfile":
