@@ -231,7 +231,7 @@ def test_deployed_pipeline_runs_on_a_worker_as_a_dvc_experiment_with_one_mlflow_
             "-p",
             "dpo_kl_coef=0.3",
             "-p",
-            'algorithms=["dpo"]',
+            'algorithms=["ppo", "dpo", "rto"]',  # a list through the CLI; the workspace's own (no rm or ppo rerun)
             "-p",
             f"name={name}",
             **env,
