@@ -214,8 +214,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 # The suite runs on 2 xdist workers, one test file each at a time (pyproject: -n 2 --dist loadfile,
-# --no-loadscope-reorder). Files go out in this order, longest first: the pipeline file's chain (a fresh repro,
-# the frontier, seeds, the deployed pipeline) on one worker, the rest filling in on the other; unlisted files
+# --no-loadscope-reorder; SAME_WORKER above joins files). Files go out in this order, longest first: the pipeline
+# file's chain (a fresh repro, the frontier, seeds, the deployed pipeline, then round 2 on a copy of that repro)
+# on one worker, the rest filling in on the other; unlisted files
 # follow in their usual order (the per-file seconds behind this order: docs/results.md).
 # ppo_stage runs sample and rm itself when no earlier file on its worker did, so it goes early too.
 COST_ORDER = [
