@@ -46,13 +46,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_FORKSERVER: dict = {}
+
+
+def forkserver() -> dict:
+    """PATH and environment that send this worker's `python -m flows.*` to its fork server (tests/forkserver.py),
+    started on first use and killed at exit; {} with RLHF_TEST_FORKSERVER=0 (every stage a fresh interpreter)."""
+    if os.environ.get("RLHF_TEST_FORKSERVER", "1") == "0":
+        return {}
+    if not _FORKSERVER:
+        import atexit
+        import tempfile
+
+        from tests.forkserver import client_script
+
+        home = Path(tempfile.mkdtemp(prefix="rlhf-forkserver-"))
+        sock, shim = home / "socket", home / "bin"
+        shim.mkdir()
+        (shim / "python").write_text(client_script(sys.executable))
+        (shim / "python").chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests/forkserver.py"), str(sock)],
+            cwd=home,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("tests/forkserver.py did not start")
+        atexit.register(lambda: (os.killpg(proc.pid, signal.SIGKILL), shutil.rmtree(home, ignore_errors=True)))
+        _FORKSERVER.update(bin=str(shim), env={"RLHF_TEST_FORKSERVER_SOCKET": str(sock)})
+    return _FORKSERVER
+
+
 def project_env(root: Path, **extra) -> dict:
     env = dict(os.environ)
     # One torch thread per process: the tiny model gains nothing from two, and with two xdist workers (plus
     # two-process DDP and two queued experiments at once) two threads each would oversubscribe 2 cores.
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PATH=os.pathsep.join(filter(None, [forkserver().get("bin"), str(BIN), env.get("PATH", "")])),
         PYTHONPATH=str(root),
         DVC_NO_ANALYTICS="1",
         PREFECT_HOME=str(root / ".prefect"),
@@ -62,6 +98,7 @@ def project_env(root: Path, **extra) -> dict:
         MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
     )
     env.pop("RLHF_ROOT", None)
+    env.update(forkserver().get("env", {}))
     env.update(extra)
     return env
 
