@@ -18,6 +18,7 @@ RLHF_TEST_FORKSERVER=0: every stage then starts a fresh interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -148,10 +149,8 @@ def manage(conn: socket.socket) -> None:
         run_module(request, fds)
     for fd in fds:
         os.close(fd)
-    try:
-        os.setpgid(child, child)  # also done in the child: whichever runs first
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # also done in the child: whichever runs first
+        os.setpgid(child, child)
     conn.sendall(f"{child}\n".encode())
     pidfd = os.pidfd_open(child)
     watched = [conn, pidfd]
@@ -161,17 +160,13 @@ def manage(conn: socket.socket) -> None:
             _, status = os.waitpid(child, 0)
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
             reply = f"signal {sig}\n" if sig else f"exit {os.WEXITSTATUS(status)}\n"
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(reply.encode())
-            except OSError:
-                pass
             return
         if not conn.recv(1):  # the client is gone (killed): so goes its stage
             watched = [pidfd]
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(child, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def serve(path: str) -> None:
