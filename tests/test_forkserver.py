@@ -25,7 +25,10 @@ if sys.argv[1] == "torch":
 sys.exit(int(sys.argv[2]))
 """
 
-pytestmark = pytest.mark.skipif(os.environ.get("RLHF_TEST_FORKSERVER") == "0", reason="fork server off")
+pytestmark = [
+    pytest.mark.slow,  # starts the server (its imports take seconds)
+    pytest.mark.skipif(os.environ.get("RLHF_TEST_FORKSERVER") == "0", reason="the fork server is off"),
+]
 
 
 @pytest.fixture
