@@ -1,8 +1,8 @@
 """Iterated RLHF end to end on the tiny profile with real DVC, Prefect and MLflow: round 1 is a copy of the
 session's whole tiny run (tests/conftest.py full_pipeline, shared with test_pipeline.py on one worker); then
 rounds.count 2 (only round 2's stages run; its comparisons are the round-1 champion's samples on fresh prompts;
-its RM is retrained on both rounds' pairs; one rating across rounds), a no-op repro, then 3 (only round 3 would
-run). (One module: the tests run in this order on one project.)"""
+its RM is retrained on both rounds' pairs; one rating across rounds), a no-op repro, then 3 (only round 3
+runs). (One module: the tests run in this order on one project.)"""
 
 import json
 import re
@@ -10,6 +10,7 @@ import shutil
 
 import mlflow
 import pytest
+import yaml
 
 from flows.rounds import ROUND_STAGES
 from tests.conftest import run_cmd, set_params
@@ -89,20 +90,26 @@ def sampled_again(root, model: str, rows: list[dict]) -> bool:
     return [c["text"] for c in groups[0]["completions"]] == [r["text"] for r in rows if r["prompt"] == prompts[0]]
 
 
-def test_a_repro_runs_nothing_then_round_three_would_run_only_its_own(project):
-    """After round 2 a repro runs nothing; raising the count to 3 leaves rounds 1 and 2 as they are: `dvc status`
-    (what `dvc repro` would run) lists exactly round 3's stages. Round 3 would run the code round 2 ran (one
-    generated stage per stage and round; what a round reads of the earlier ones: tests/test_rounds.py)."""
+def test_a_repro_runs_nothing_then_round_three_runs_only_its_own(project):
+    """After round 2 a repro runs nothing; raising the count to 3 runs exactly round 3's stages (`dvc status` says
+    so before, the repro's log after) and leaves rounds 1 and 2 as they were (their dvc.lock entries)."""
     root = project["root"]
     again = run_cmd(root, "dvc", "repro", PREFECT_API_URL=project["api"])
     assert ran(again) == set(), again.stdout[-2000:]
+    locked = lambda: yaml.safe_load((root / "dvc.lock").read_text())["stages"]  # noqa: E731
+    before = locked()
     set_params(root, rounds={"count": 3})
     run_cmd(root, "python", "-m", "flows.rounds", "sync")
-    changed = set(json.loads(run_cmd(root, "dvc", "status", "--json").stdout)) - ALWAYS_CHANGED
-    assert changed == {f"{s}_r3" for s in ROUND_STAGES if s != "labels"}
-    assert not (root / "data/rounds/3").exists()  # nothing ran
-    set_params(root, rounds={"count": 2})
-    run_cmd(root, "python", "-m", "flows.rounds", "sync")
+    round_three = {f"{s}_r3" for s in ROUND_STAGES if s != "labels"}
+    assert set(json.loads(run_cmd(root, "dvc", "status", "--json").stdout)) - ALWAYS_CHANGED == round_three
+    third = run_cmd(root, "dvc", "repro", PREFECT_API_URL=project["api"], timeout=900)
+    assert ran(third) == round_three
+    after = locked()
+    assert {k: after[k] for k in before if k not in ALWAYS_CHANGED} == {
+        k: v for k, v in before.items() if k not in ALWAYS_CHANGED
+    }
+    rating = read(root, "metrics/rounds/3/rating.json")["ratings"]
+    assert {f"{a} r{r}" for a in ("ppo", "dpo", "rto") for r in (1, 2, 3)} | {"sft"} == set(rating)
 
 
 def test_a_continued_policy_keeps_sft_as_its_reference(project):
