@@ -51,8 +51,9 @@ _FORKSERVER: dict = {}
 
 def forkserver() -> dict:
     """PATH and environment that send this worker's `python -m flows.*` to its fork server (tests/forkserver.py),
-    started on first use and killed at exit; {} with RLHF_TEST_FORKSERVER=0 (every stage a fresh interpreter)."""
-    if os.environ.get("RLHF_TEST_FORKSERVER", "1") == "0":
+    started on first use and killed at exit; {} with RLHF_TEST_FORKSERVER=0 or off Linux (pidfds; fork after torch
+    and the Objective-C runtime do not mix on macOS): every stage a fresh interpreter."""
+    if os.environ.get("RLHF_TEST_FORKSERVER", "1") == "0" or not sys.platform.startswith("linux"):
         return {}
     if not _FORKSERVER:
         import atexit

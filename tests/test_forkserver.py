@@ -5,6 +5,7 @@ client killed outright takes its module with it. Every stage test relies on this
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -27,7 +28,10 @@ sys.exit(int(sys.argv[2]))
 
 pytestmark = [
     pytest.mark.slow,  # starts the server (its imports take seconds)
-    pytest.mark.skipif(os.environ.get("RLHF_TEST_FORKSERVER") == "0", reason="the fork server is off"),
+    pytest.mark.skipif(
+        os.environ.get("RLHF_TEST_FORKSERVER") == "0" or not sys.platform.startswith("linux"),
+        reason="the fork server is off (RLHF_TEST_FORKSERVER=0, or not Linux)",
+    ),
 ]
 
 
