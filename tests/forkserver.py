@@ -6,7 +6,8 @@ those libraries once; `python` on a test project's PATH is then a small client (
 a `python -m flows.*` command — its argv, environment, working directory and stdin/stdout/stderr — to the
 server, which forks a child that runs the module as `python -m` would, in a process group of its own. The client
 waits for the child and exits with its status; a signal the client gets goes to the child's group, and a client
-killed outright (SIGKILL) takes the child's group with it. Any other `python` command runs the real interpreter.
+killed outright (SIGKILL) takes the child's group with it. Any other `python` command runs the real interpreter,
+and so does every command until the server listens (after its imports: nobody waits for it).
 
 What a child does not share with a fresh `python`: the libraries below are already imported (their import-time
 reads of the environment were the server's: OMP_NUM_THREADS=1, as every test project's), and so is the server's
@@ -82,6 +83,8 @@ sys.exit(int(status[1]) if status else 1)
 
 def recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
     msg, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+    if len(msg) < HEADER.size:
+        raise EOFError("a connection without a request (a probe)")
     (size,) = HEADER.unpack(msg)
     body = b""
     while len(body) < size:
@@ -142,7 +145,10 @@ def run_module(request: dict, fds: list[int]) -> None:
 
 def manage(conn: socket.socket) -> None:
     """In a forked manager: start the child, tell the client its pid, then its status; kill it if the client dies."""
-    request, fds = recv_request(conn)
+    try:
+        request, fds = recv_request(conn)
+    except EOFError:
+        return
     child = os.fork()
     if child == 0:
         conn.close()
@@ -205,5 +211,4 @@ if __name__ == "__main__":
     for name in PRELOAD:
         importlib.import_module(name)
     BASE_PATH = [p for p in sys.path[1:] if p]  # stdlib and site-packages (not this directory, not PYTHONPATH)
-    print("ready", flush=True)
-    serve(sys.argv[1])
+    serve(sys.argv[1])  # clients find no socket until now, and run the real interpreter

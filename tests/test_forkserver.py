@@ -43,8 +43,22 @@ def project(tmp_path):
     return tmp_path
 
 
+def listening(within: float = 120) -> bool:
+    """The fork server takes its socket once its imports are done (until then `python` is the real one)."""
+    import socket
+
+    path = forkserver()["env"]["RLHF_TEST_FORKSERVER_SOCKET"]
+    deadline = time.time() + within
+    while time.time() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(path) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def start(project, *args, **kwargs):
-    assert forkserver(), "the fork server did not start"
+    assert listening(), "the fork server did not start"
     env = project_env(project, PROBE_VALUE="from the client")
     return subprocess.Popen(
         ["python", "-m", "flows.probe", *args], cwd=project, env=env, text=True, start_new_session=True, **kwargs
