@@ -66,6 +66,12 @@ def forkserver() -> dict:
         shim.mkdir()
         (shim / "python").write_text(client_script(sys.executable))
         (shim / "python").chmod(0o755)
+        try:  # a temp dir mounted noexec: no fork server, fresh interpreters
+            subprocess.run([str(shim / "python"), "-c", "pass"], check=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            shutil.rmtree(home, ignore_errors=True)
+            os.environ["RLHF_TEST_FORKSERVER"] = "0"
+            return {}
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
         proc = subprocess.Popen(  # not waited for: until it listens (its imports take seconds), `python` is python
