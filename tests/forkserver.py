@@ -73,8 +73,8 @@ def forward(sig, _):
         pass
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(sig, forward)
-status = f.readline().split()
-if status[0] == "signal":
+status = f.readline().split()  # empty: the server went away
+if status and status[0] == "signal":
     signal.signal(int(status[1]), signal.SIG_DFL)
     os.kill(os.getpid(), int(status[1]))
 sys.exit(int(status[1]) if status else 1)
