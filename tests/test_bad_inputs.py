@@ -174,6 +174,13 @@ BAD = [
         "ev.jsonl:3: duplicate prompt 'A film' (first at record 1) in the eval split",
     ),
     (
+        "duplicate-chat-prompts",
+        "flows.prepare",
+        {"prepare": {"sources": {"eval": "ev.jsonl"}}},
+        {"ev.jsonl": '{"prompt": [{"role": "user", "content": "A film"}]}\n' * 2},
+        """ev.jsonl:2: duplicate prompt '[{"content": "A film", "role": "user"}]' (first at record 1) in the eval""",
+    ),
+    (
         "overlapping-splits",
         "flows.prepare",
         {"prepare": {"sources": {"eval": "ev.jsonl", "policy": "ev.jsonl"}}},

@@ -11,6 +11,7 @@ Chat records are rendered with the tokenizer's chat template when tokenized (tas
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -93,8 +94,13 @@ def review_prompt(text: str, rng: random.Random, lo: int, hi: int) -> tuple[str,
 HELD_OUT = {"eval": ("comparison", "policy"), "sft_val": ("sft",)}
 
 
+def _text(value) -> str:
+    """A prompt or completion as one string: itself, or a chat's messages as JSON (lists cannot be keys)."""
+    return value if isinstance(value, str) or value is None else json.dumps(value, sort_keys=True)
+
+
 def _key(r: dict):
-    return (r["prompt"], r.get("completion"))
+    return (_text(r["prompt"]), _text(r.get("completion")))
 
 
 def check_disjoint(splits: dict[str, list[dict]], cfg) -> None:
@@ -105,12 +111,13 @@ def check_disjoint(splits: dict[str, list[dict]], cfg) -> None:
             continue
         seen = {}
         for i, r in enumerate(rows, 1):
-            if r["prompt"] in seen:
+            prompt = _text(r["prompt"])
+            if prompt in seen:
                 raise PipelineError(
-                    f"{getattr(cfg.sources, name)}:{i}: duplicate prompt {r['prompt'][:60]!r} "
-                    f"(first at record {seen[r['prompt']]}) in the {name} split"
+                    f"{getattr(cfg.sources, name)}:{i}: duplicate prompt {prompt[:60]!r} "
+                    f"(first at record {seen[prompt]}) in the {name} split"
                 )
-            seen[r["prompt"]] = i
+            seen[prompt] = i
     for held, others in HELD_OUT.items():
         keys = {_key(r) for r in splits[held]}
         for other in others:
