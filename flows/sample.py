@@ -31,6 +31,11 @@ def sample_and_label(out_dir: str) -> dict:
         store = LabelStore(store_url(labels.store))
         metrics |= send_to_people(store, groups, labels.overlap, cfg.seed, ROUND)
         print(f"sample: {metrics['label_tasks']} labeling tasks in {labels.store}: label them with `make label`")
+        if metrics["label_tasks_kept_other_completions"]:
+            print(
+                f"sample: {metrics['label_tasks_kept_other_completions']} of these prompts were already held or ranked"
+                " with an earlier sample's completions: people see and label those, not this sample's"
+            )
     return metrics
 
 

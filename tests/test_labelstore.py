@@ -194,3 +194,20 @@ def test_archive_restore_archive_gives_the_same_rankings(tmp_path):
     assert again.next_task("ann").id == store.next_task("ann").id  # hand-outs and skips carried over too
     with pytest.raises(LabelError, match="restore into an empty store"):
         restore(again, first)
+
+
+def test_a_new_sample_replaces_untouched_tasks_and_leaves_held_or_ranked_ones_as_people_saw_them(tmp_path):
+    store = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    store.add_tasks(groups(3))
+    ranked = store.next_task("ann")
+    store.submit(ranked.id, "ann", ranks=[1, 2, 3, 4])
+    held = store.next_task("bob")  # handed out, not yet ranked
+    resampled = [g | {"completions": [c | {"text": c["text"] + " (new)"} for c in g["completions"]]} for g in groups(3)]
+    assert store.add_tasks(resampled, round=2) == 0
+    assert sorted(store.kept_other_completions(resampled)) == sorted([ranked.prompt_id, held.prompt_id])
+    free = store.next_task("cy")
+    assert {free.prompt_id, ranked.prompt_id, held.prompt_id} == {"p0", "p1", "p2"}
+    assert [c["text"] for c in free.completions] == [f" c{free.prompt_id[1]}.{j} (new)" for j in range(4)]
+    assert free.round == 2
+    assert {p["chosen"] for p in store.export_pairs()} <= {f" c{ranked.prompt_id[1]}.{j}" for j in range(4)}
+    assert [c["text"] for c in store.next_task("bob").completions] == [c["text"] for c in held.completions]

@@ -18,11 +18,17 @@ def groups_from_completions(rows: list[dict]) -> list[dict]:
 
 
 def send_to_people(store: LabelStore, groups: list[dict], overlap: float, seed: int, round: int = 1) -> dict:
-    """Each prompt's completions as a labeling task of `round` (a prompt already in the store keeps the
-    completions people saw); the metrics the sample stage reports about it."""
+    """Each prompt's completions as a labeling task of `round` (a prompt already in the store that someone held
+    or ranked keeps the completions people saw); the metrics the sample stage reports about it."""
     added = store.add_tasks(groups, overlap=overlap, seed=seed, round=round)
     done = store.progress([g["prompt_id"] for g in groups])
-    return {"label_tasks": done["total"], "label_tasks_added": added, "label_tasks_labeled": done["labeled"]}
+    kept = store.kept_other_completions(groups)
+    return {
+        "label_tasks": done["total"],
+        "label_tasks_added": added,
+        "label_tasks_labeled": done["labeled"],
+        "label_tasks_kept_other_completions": len(kept),
+    }
 
 
 def target_of(cfg, n_tasks: int) -> int:

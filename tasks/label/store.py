@@ -94,17 +94,31 @@ class LabelStore:
                 conn.execute(text("ALTER TABLE tasks ADD COLUMN round INTEGER NOT NULL DEFAULT 1"))
 
     def add_tasks(self, groups: list[dict], overlap: float = 0.0, seed: int = 0, round: int = 1) -> int:
-        """Each group {"prompt_id", "prompt", "completions"} as a task of `round` (a prompt already stored is left
-        as it is); a seeded `overlap` share of the new tasks gets two slots. Returns how many were added."""
+        """Each group {"prompt_id", "prompt", "completions"} as a task of `round`; a seeded `overlap` share of the
+        new tasks gets two slots. A prompt already stored that nobody has held or ranked takes the new
+        completions (a new sample of it); one someone has keeps the completions they saw. Returns how many
+        tasks were added."""
         rng = random.Random(seed)
         with Session(self.engine) as s, s.begin():
-            known = set(s.scalars(select(Task.prompt_id)))
-            new = [g for g in groups if g["prompt_id"] not in known]
+            stored = {t.prompt_id: t for t in s.scalars(select(Task))}
+            touched = set(s.scalars(select(Assignment.task_id))) | set(s.scalars(select(Label.task_id)))
+            for g in groups:
+                task = stored.get(g["prompt_id"])
+                if task is not None and task.id not in touched and _texts(task.completions) != _texts(g["completions"]):
+                    task.completions, task.round = g["completions"], round
+            new = [g for g in groups if g["prompt_id"] not in stored]
             for g in new:
                 slots = 2 if rng.random() < overlap else 1
                 s.add(Task(prompt_id=g["prompt_id"], prompt=g["prompt"], completions=g["completions"], slots=slots,
                            round=round))  # fmt: skip
         return len(new)
+
+    def kept_other_completions(self, groups: list[dict]) -> list[str]:
+        """The prompt ids of these groups whose stored task shows other completions (someone held or ranked it)."""
+        with Session(self.engine) as s:
+            stored = {t.prompt_id: t.completions for t in s.scalars(select(Task))}
+        return [g["prompt_id"] for g in groups if g["prompt_id"] in stored
+                and _texts(stored[g["prompt_id"]]) != _texts(g["completions"])]  # fmt: skip
 
     def next_task(self, annotator: str) -> Task | None:
         """The task this person holds and has not labeled, else a free slot of one they never held; None when
@@ -269,6 +283,10 @@ def gold_agreement(pairs: list[dict]) -> dict:
     decided = [p for p in pairs if "gold_chosen" in p and p["gold_chosen"] != p["gold_rejected"]]
     agree = sum(p["gold_chosen"] > p["gold_rejected"] for p in decided)
     return {"pairs": len(decided), "agreement": agree / len(decided) if decided else None}
+
+
+def _texts(completions: list[dict]) -> list[str]:
+    return [c["text"] for c in completions]
 
 
 def _name(annotator: str) -> str:
