@@ -3,7 +3,7 @@
 from prefect import flow, task
 
 from flows.common import no_retry_on_user_error, read_params, run_stage, write_metrics
-from flows.paths import PREPARED, ROOT
+from flows.paths import PREPARED, ROOT, untracked_note
 from tasks import config
 from tasks.data.splits import prepare
 
@@ -28,7 +28,9 @@ def prepare_flow() -> dict:
 
 def check_splits(params: dict) -> None:
     """Build and check every split without writing: a bad source, record or overlap stops here."""
-    prepare(config.load("prepare", params), ROOT, None)
+    cfg = config.load("prepare", params)
+    prepare(cfg, ROOT, None)
+    untracked_note("prepare", list(cfg.sources.model_dump().values()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def test_the_hh_files_are_disjoint_by_prompt_and_read_by_prepare_and_the_dataset
         "".join(json.dumps({"text": f"review {i} was a fine film to watch"}) + "\n" for i in range(40))
     )
     make_data.main([])
-    files = {p.stem: read_jsonl(p) for p in (tmp_path / "data/hh").glob("*.jsonl")}
+    files = {p.stem: read_jsonl(p) for p in (tmp_path / "data/own/hh").glob("*.jsonl")}
     assert {k: len(v) for k, v in files.items()} == {
         "eval": 200,
         "policy": 128,
@@ -47,7 +47,16 @@ def test_the_hh_files_are_disjoint_by_prompt_and_read_by_prepare_and_the_dataset
     sizes = prepare(prepare_cfg, tmp_path, None)
     assert (sizes["sft"], sizes["sft_val"], sizes["policy"], sizes["tune"], sizes["eval"]) == (281, 48, 96, 32, 200)
 
-    sample_cfg = config.SECTIONS["sample"].model_validate({"labeler": "dataset", "dataset": "data/hh/prefs.jsonl"})
+    sample_cfg = config.SECTIONS["sample"].model_validate({"labeler": "dataset", "dataset": "data/own/hh/prefs.jsonl"})
     pairs = DatasetLabeler(sample_cfg, tmp_path).label()
     assert len(pairs) == 800 and {p["prompt_id"] for p in pairs} == ids["prefs"]
     assert all(p["chosen"] != p["rejected"] and p["prompt"][-1]["role"] == "user" for p in pairs)
+
+
+def test_only_local_files_outside_data_own_are_untracked(tmp_path):
+    from flows.paths import OWN_DATA, untracked_data
+
+    outside = tmp_path / "prefs.jsonl"
+    outside.write_text("{}\n")
+    inside = str(OWN_DATA / "prefs.jsonl")  # a .jsonl path counts as a file even before it exists
+    assert untracked_data([str(outside), inside, "Anthropic/hh-rlhf", None]) == [str(outside)]

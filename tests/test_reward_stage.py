@@ -204,12 +204,13 @@ def test_a_dataset_run_without_a_gold_scorer_judges_and_gates_on_the_heldout_rm(
     """A team's own preference file and no gold scorer: eval reports no gold number anywhere, the held-out RM
     (trained on prompts dpo never saw) judges, and the champion gate reads its win rate."""
     root = tiny_pipeline["root"]
-    write_prefs(root / "prefs-team.jsonl")
+    prefs = root / "data/own/prefs-team.jsonl"
+    write_prefs(prefs)
     params = (root / "params.yaml").read_text()
     try:
         set_params(
             root,
-            sample={"labeler": "dataset", "dataset": "prefs-team.jsonl", "gold_scorer": None},
+            sample={"labeler": "dataset", "dataset": "data/own/prefs-team.jsonl", "gold_scorer": None},
             pipeline={"algorithms": ["dpo"]},
         )
         run_cmd(root, "dvc", "repro", "champion", PREFECT_API_URL=tiny_pipeline["prefect_api"])
@@ -218,8 +219,12 @@ def test_a_dataset_run_without_a_gold_scorer_judges_and_gates_on_the_heldout_rm(
             for name in ("eval/dpo", "eval/sft", "eval/judges", "champion", "heldout_rm", "labels")
         }
         train, held = (read_jsonl(root / f"data/comparisons/{f}.jsonl") for f in ("pairs", "heldout"))
+        write_prefs(prefs, n=61)
+        changed = run_cmd(root, "dvc", "status", "sample").stdout  # the team edited its file: sample is stale
     finally:
         (root / "params.yaml").write_text(params)
+        prefs.unlink()
+    assert "sample:" in changed and "data/own" in changed
     dpo, champion, judges = outputs["eval/dpo"], outputs["champion"], outputs["eval/judges"]
     assert not [k for name, m in outputs.items() for k in m if "gold" in k and name != "champion"]
     assert dpo["win_rate"] == dpo["win_rate_heldout_rm"] and "win_rate_rm" not in dpo  # rm: no online stage

@@ -1,6 +1,6 @@
 """Anthropic HH (harmless-base, test split) as a team's own data: no gold scorer, only the team's comparisons.
 
-    python -m examples.hh.make_data        # -> data/hh/{prefs,sft,sft_val,policy,eval}.jsonl, then run:
+    python -m examples.hh.make_data        # -> data/own/hh/{prefs,sft,sft_val,policy,eval}.jsonl, then run:
     dvc exp run -n hh-harmless $(python -m examples.hh.make_data --params)
 
 The file beside this one is hh-rlhf's harmless-base/test.jsonl.gz (2,312 comparisons, MIT licence,
@@ -24,7 +24,7 @@ from tasks.label.labelers import split_hh
 from tasks.runtime.files import write_jsonl
 
 SOURCE = Path(__file__).with_name("harmless-base-test.jsonl.gz")
-OUT = Path("data/hh")
+OUT = Path("data/own/hh")
 SIZES = {"eval": 200, "policy": 128}  # single-turn prompts; then 48 sft_val demonstrations, the rest sft
 N_SFT_VAL = 48
 COMPARISONS = 800  # of the multi-turn ones: the RM and DPO cost grows with them (an epoch each)
