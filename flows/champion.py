@@ -42,7 +42,9 @@ def gate(metrics: dict[str, dict]) -> dict:
     policy_model = f"{config.load('tracking', params).registered_prefix}-policy"
     infos = {n: tracking.run_info(n) for n in metrics if n != "sft"}
     cfg, judge = config.load(STAGE, params), config.judge_name(config.gate_judge(params))
-    decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), judge)
+    judges = STAGE_METRICS / "eval" / "judges.json"
+    agreement = json.loads(judges.read_text()) if judges.exists() else {}
+    decision = champion_gate(metrics, infos, cfg, policy_model, tracking.Registry(), judge, agreement)
     mlflow.set_tags({"champion": decision.get("policy", "none"), "champion_reason": decision["reason"]})
     mlflow.log_metric("promoted", decision["promoted"])
     outcome = f"PROMOTED {decision['policy']}" if decision["promoted"] else "not promoted"

@@ -67,7 +67,7 @@ class Registry:
 
 
 class Gate:
-    max_kl, min_win_rate, alias = 5.0, 0.55, "champion"
+    max_kl, min_win_rate, alias, min_judge_agreement = 5.0, 0.55, "champion", 0.5
 
 
 def test_the_gate_moves_the_alias_only_on_clear_evidence():
@@ -246,3 +246,33 @@ def test_a_later_rounds_policies_are_runs_of_their_own_and_their_gain_has_a_welc
     expected = welch_interval([0.7, 0.75, 0.74], [0.6, 0.62, 0.58], 0.95)
     assert list(gains) == ["ppo r2 - r1"] and gains["ppo r2 - r1"]["win_rate_gold"] == expected
     assert gains["ppo r2 - r1"]["win_rate_gold"]["diff"] == pytest.approx(0.73 - 0.6)
+
+
+def agreement(judge, value, low, high, n=35):
+    key = f"label_agreement_{judge}"
+    return {key: value, f"{key}_ci_low": low, f"{key}_ci_high": high, f"n_pairs_{judge}": n}
+
+
+@pytest.mark.parametrize(
+    "judges, floor, promoted",
+    [
+        (agreement("heldout_rm", 0.457, 0.286, 0.629), 0.5, 0),  # at chance (the HH run's held-out RM)
+        (agreement("heldout_rm", 0.50, 0.49, 0.51, n=2000), 0.5, 0),  # chance, measured precisely
+        (agreement("heldout_rm", 0.58, 0.51, 0.65), 0.5, 1),  # better than chance
+        (agreement("heldout_rm", 0.58, 0.51, 0.65), 0.6, 0),  # a floor a team set higher
+        (agreement("heldout_rm", 0.457, 0.286, 0.629), None, 1),  # the check turned off
+        (agreement("lm", 0.3, 0.2, 0.4), 0.5, 1),  # another judge's numbers do not count
+        ({}, 0.5, 1),  # no agreement measured: nothing to hold against it
+    ],
+)
+def test_the_gate_promotes_only_on_a_judge_that_agrees_with_the_held_out_labels(judges, floor, promoted):
+    gate = type("G", (Gate,), {"min_judge_agreement": floor})
+    res = {"sft": _m(0.5, 0.0, 0), "rto": _m(0.82, 3.7)}
+    reg = Registry()
+    infos = {"rto": {"registered_model": "rlhf-policy", "version": 3}}
+    decision = champion_gate(res, infos, gate, "rlhf-policy", reg, "heldout_rm", judges)
+    assert decision["promoted"] == promoted and len(reg.promoted) == promoted
+    if not promoted:
+        assert decision["reason"].startswith("judge heldout_rm: rto wins 82.0% [79.0%, 85.0%] vs SFT")
+        assert "but judge heldout_rm agrees with the held-out labels on " in decision["reason"]
+        assert f"not above {floor:.1%} (champion.min_judge_agreement)" in decision["reason"]

@@ -65,14 +65,36 @@ def incumbent_of(registry, name: str, alias: str) -> dict | None:
     return {"version": version, "policy": tags.get("stage", "?"), "judge": tags.get("champion_judge", "gold"), **m}
 
 
+def untrusted(judge: str, agreement: dict, floor: float | None) -> str | None:
+    """Why the gate may not promote on this judge: its agreement with the held-out labels (judges.json's
+    label_agreement_<judge>, with its interval) does not clear the floor; None when it does, or is not checked."""
+    key = f"label_agreement_{judge}"
+    if floor is None or key not in agreement:
+        return None
+    if agreement[f"{key}_ci_low"] > floor:
+        return None
+    lo, hi, n = agreement[f"{key}_ci_low"], agreement[f"{key}_ci_high"], agreement.get(f"n_pairs_{judge}", "?")
+    return (
+        f"judge {judge} agrees with the held-out labels on {agreement[key]:.1%} [{lo:.1%}, {hi:.1%}] of {n} pairs, "
+        f"not above {floor:.1%} (champion.min_judge_agreement): no promotion on a judge no better than that"
+    )
+
+
 def champion_gate(
-    metrics: dict[str, dict], run_infos: dict[str, dict], cfg, policy_model: str, registry, judge: str = "gold"
+    metrics: dict[str, dict],
+    run_infos: dict[str, dict],
+    cfg,
+    policy_model: str,
+    registry,
+    judge: str = "gold",
+    agreement: dict | None = None,
 ) -> dict:
     """Apply the gate (cfg: the champion section) to the eval metrics {policy: metrics}, whose `win_rate` is `judge`'s:
     set cfg.alias on the winner's registered version of `policy_model` (its run_infos entry names the version),
     or leave the alias where it is and say so. registry: promote(name, version, alias, tags) and
     alias_tags(name, alias) -> (version, tags) or None. An incumbent another judge measured is not compared (its
-    numbers mean something else). Returns the decision written to metrics/champion.json."""
+    numbers mean something else); agreement: metrics/eval/judges.json, whose judge must clear
+    cfg.min_judge_agreement. Returns the decision written to metrics/champion.json."""
     incumbent = incumbent_of(registry, policy_model, cfg.alias)
     note = ""
     if incumbent and "win_rate" in incumbent and incumbent.get("judge") != judge:
@@ -80,6 +102,9 @@ def champion_gate(
         incumbent = {"version": incumbent["version"], "policy": incumbent["policy"]}
     versions = {n: {**m, "version": str(run_infos.get(n, {}).get("version"))} for n, m in metrics.items()}
     best, why = choose_champion(versions, cfg.max_kl, cfg.min_win_rate, incumbent)
+    doubt = untrusted(judge, agreement or {}, cfg.min_judge_agreement)
+    if best and doubt:
+        best, why = None, f"{why}; but {doubt}"
     why = f"judge {judge}: {why}{note}"
     decision = {"promoted": 0, "reason": why, "judge": judge}
     info = run_infos.get(best, {}) if best else {}

@@ -48,7 +48,15 @@ class ChampionConfig(Section):
         "heldout_rm, else lm (never the rm the policies optimize unless it is the only judge)",
     )
 
-    _m = field_validator("max_kl", "min_win_rate", mode="before")(no_nan)
+    min_judge_agreement: float | None = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="promote only if the judge's agreement with the held-out labels (metrics/eval/judges.json) has "
+        "its interval's lower end above this (0.5: better than chance); null: no check",
+    )
+
+    _m = field_validator("max_kl", "min_win_rate", "min_judge_agreement", mode="before")(no_nan)
 
 
 class EvalConfig(Section):
