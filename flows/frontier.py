@@ -4,10 +4,12 @@
                                      # them with `dvc queue start -j <jobs>`, wait; experiment i sets
                                      # each policy stage's KL strength to its i-th value, once per
                                      # seed in frontier.seeds, so each value gives one point per algorithm
-    python -m flows.frontier plot    # every experiment + the workspace -> metrics/frontier/<algo>.csv
-                                     # (`dvc plots show` draws them), plots/frontier.png with error bars
-                                     # (t-interval over seeds; one seed: the eval's bootstrap interval),
-                                     # logged to MLflow
+                                     # (default_seeds: the default coefficients under the other seeds too)
+    python -m flows.frontier plot    # every experiment + the workspace + the runs recorded earlier in
+                                     # metrics/frontier/runs.csv -> metrics/frontier/<algo>.csv (`dvc plots
+                                     # show` draws them), plots/frontier.png with error bars (t-interval over
+                                     # seeds; one seed: the eval's bootstrap interval), logged to MLflow;
+                                     # --forget: drop the recorded runs (a new task, model or data)
 
 Only the policy stages and eval rerun in an experiment: DVC restores sft, sample and rm from its cache.
 """
@@ -22,29 +24,40 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.frontier import plot, points, write_points
+from tasks.eval.frontier import merge, plot, points, read_runs, runs, write_points, write_runs
 from tasks.runtime.errors import die_cleanly
 from tasks.sections.stages import KL_KNOBS, POLICY_STAGES
 
 PNG = PLOTS / "frontier.png"
+RUNS = METRICS / "frontier" / "runs.csv"
+
+
+def experiments(cfg, params: dict, stamp: str) -> dict[str, dict]:
+    """{name: {param: value}}: experiment i sets each policy stage's KL strength to its i-th value, once per
+    seed; with default_seeds, the workspace's coefficients once per seed but the workspace's own."""
+    out = {}
+    for i, values in enumerate(zip(*(getattr(cfg, name) for name in KL_KNOBS))):
+        for seed in cfg.seeds:
+            seeds = seed_settings(list(POLICY_STAGES), seed, params)
+            out[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(KL_KNOBS.values(), values)) | seeds
+    workspace_seed = (params.get("ppo") or {}).get("seed", 0)
+    for seed in (s for s in cfg.seeds if cfg.default_seeds and s != workspace_seed):
+        out[f"frontier-{stamp}-default-s{seed}"] = seed_settings(list(POLICY_STAGES), seed, params)
+    return out
 
 
 def sweep() -> list[str]:
     params = read_params()
     cfg = config.load("frontier", params)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    experiments = {}
-    for i, values in enumerate(zip(*(getattr(cfg, name) for name in KL_KNOBS))):
-        for seed in cfg.seeds:
-            seeds = seed_settings(list(POLICY_STAGES), seed, params)
-            experiments[f"frontier-{stamp}-{i}-s{seed}"] = dict(zip(KL_KNOBS.values(), values)) | seeds
-    return run_batch(experiments, cfg.jobs, "frontier sweep")
+    return run_batch(experiments(cfg, params, time.strftime("%Y%m%d-%H%M%S")), cfg.jobs, "frontier sweep")
 
 
-def collect_and_plot() -> dict:
+def collect_and_plot(forget: bool = False) -> dict:
     level = config.load("seeds", read_params()).level
-    pts = points(exp_show(), level)
+    run_records = merge([] if forget else read_runs(RUNS), runs(exp_show()))
+    pts = points(run_records, level)
     write_points(pts, METRICS / "frontier")
+    write_runs(run_records, RUNS)
     sft = METRICS / "eval" / "sft.json"
     PNG.parent.mkdir(exist_ok=True)
     plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level)
@@ -59,11 +72,12 @@ def collect_and_plot() -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", nargs="?", default="all", choices=["sweep", "plot", "all"])
-    command = ap.parse_args().command
-    if command in ("sweep", "all"):
+    ap.add_argument("--forget", action="store_true", help="drop the runs recorded in metrics/frontier/runs.csv")
+    args = ap.parse_args()
+    if args.command in ("sweep", "all"):
         sweep()
-    if command in ("plot", "all"):
-        collect_and_plot()
+    if args.command in ("plot", "all"):
+        collect_and_plot(args.forget)
 
 
 if __name__ == "__main__":

@@ -43,22 +43,6 @@ PREPARED = ROOT / "data" / "prepared"
 OWN_DATA = ROOT / "data" / "own"
 
 
-def untracked_data(sources: list[str | None]) -> list[str]:
-    """The local files among these params values that lie outside data/own/ (hub dataset ids are not files)."""
-    out = []
-    for source in filter(None, sources):
-        path = Path(source) if Path(source).is_absolute() else ROOT / source
-        if (source.endswith(".jsonl") or path.exists()) and not path.resolve().is_relative_to(OWN_DATA.resolve()):
-            out.append(source)
-    return out
-
-
-def untracked_note(stage: str, sources: list[str | None]) -> None:
-    """One line per such file: a change to it will not rerun the stage."""
-    for source in untracked_data(sources):
-        print(f"{stage}: {source} is outside data/own/, so dvc repro cannot see it change: move it to data/own/")
-
-
 SAMPLES = samples_dir()
 COMPARISONS = comparisons_dir()
 PAIRS = COMPARISONS / "pairs.jsonl"

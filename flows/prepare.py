@@ -3,9 +3,9 @@
 from prefect import flow, task
 
 from flows.common import no_retry_on_user_error, read_params, run_stage, write_metrics
-from flows.paths import PREPARED, ROOT, untracked_note
+from flows.paths import OWN_DATA, PREPARED, ROOT
 from tasks import config
-from tasks.data.splits import prepare
+from tasks.data.splits import prepare, untracked_note
 
 
 @task(
@@ -30,7 +30,7 @@ def check_splits(params: dict) -> None:
     """Build and check every split without writing: a bad source, record or overlap stops here."""
     cfg = config.load("prepare", params)
     prepare(cfg, ROOT, None)
-    untracked_note("prepare", list(cfg.sources.model_dump().values()))
+    untracked_note("prepare", list(cfg.sources.model_dump().values()), ROOT, OWN_DATA)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ With sample.labeler: people, the completions become labeling tasks in the label 
 from prefect import flow, task
 
 from flows.common import finish, no_retry_on_user_error, read_params, run_stage, stage_run
-from flows.paths import MODELS, ROOT, ROUND, SAMPLES, store_url, untracked_note
+from flows.paths import MODELS, OWN_DATA, ROOT, ROUND, SAMPLES, store_url
 from flows.round_inputs import prompt_slice, sampler_dir
 from flows.stages import check_prompt_lengths, prompts
 from tasks import config
+from tasks.data.splits import untracked_note
 from tasks.label.export import groups_from_completions, send_to_people
 from tasks.label.gold import load_scorer
 from tasks.label.labelers import make_labeler
@@ -69,7 +70,7 @@ def check_inputs(params: dict) -> None:
             load_scorer(cfg.gold_scorer)
         return
     pairs = labeler.label()
-    untracked_note("sample", [cfg.dataset])
+    untracked_note("sample", [cfg.dataset], ROOT, OWN_DATA)
     if (MODELS / "sft").is_dir():
         from transformers import AutoTokenizer
 

@@ -53,10 +53,12 @@ def test_the_hh_files_are_disjoint_by_prompt_and_read_by_prepare_and_the_dataset
     assert all(p["chosen"] != p["rejected"] and p["prompt"][-1]["role"] == "user" for p in pairs)
 
 
-def test_only_local_files_outside_data_own_are_untracked(tmp_path):
-    from flows.paths import OWN_DATA, untracked_data
+def test_only_local_files_outside_data_own_are_untracked(tmp_path, capsys):
+    from flows.paths import OWN_DATA, ROOT
+    from tasks.data.splits import untracked_note
 
     outside = tmp_path / "prefs.jsonl"
     outside.write_text("{}\n")
     inside = str(OWN_DATA / "prefs.jsonl")  # a .jsonl path counts as a file even before it exists
-    assert untracked_data([str(outside), inside, "Anthropic/hh-rlhf", None]) == [str(outside)]
+    assert untracked_note("sample", [str(outside), inside, "Anthropic/hh-rlhf", None], ROOT, OWN_DATA) == [str(outside)]
+    assert capsys.readouterr().out.count("is outside data/own/") == 1

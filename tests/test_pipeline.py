@@ -111,7 +111,7 @@ def test_frontier_sweep_runs_each_value_under_seeds_and_plots_error_bars(full, r
     # not the workspace's own values (an experiment that repeats it is the same point)
     set_params(
         root,
-        frontier={f"{a}_kl_coef": [c] for a, c in SWEPT.items()} | {"seeds": [0, 1], "jobs": 2},
+        frontier={f"{a}_kl_coef": [c] for a, c in SWEPT.items()} | {"seeds": [0, 1], "jobs": 2, "default_seeds": False},
     )
     run_cmd(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "frontier values")
     t0 = time.time()
@@ -128,6 +128,15 @@ def test_frontier_sweep_runs_each_value_under_seeds_and_plots_error_bars(full, r
         for value in ("gold_reward", "heldout_rm_score"):  # both judges no policy optimized
             assert float(point[f"{value}_ci_low"]) <= float(point[value]) <= float(point[f"{value}_ci_high"])
     assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
+    # the runs behind the points are recorded: with the experiments gone (another checkout, `dvc exp gc`), a
+    # plot still has both seeds of each swept value
+    recorded = list(csv.DictReader((root / "metrics/frontier/runs.csv").open()))
+    assert sorted(r["seed"] for r in recorded if r["algo"] == "ppo" and float(r["coef"]) == SWEPT["ppo"]) == ["0", "1"]
+    run_cmd(root, "dvc", "exp", "remove", "--all-commits")
+    assert "frontier-" not in run_cmd(root, "dvc", "exp", "ls").stdout
+    run_cmd(root, "python", "-m", "flows.frontier", "plot", PREFECT_API_URL=full["api"])
+    rows = {float(r["coef"]): r for r in csv.DictReader((root / "metrics/frontier/ppo.csv").open())}
+    assert rows[SWEPT["ppo"]]["n_seeds"] == "2" and len(rows) == 2
     evals = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'eval'")
     assert (evals["status"] == "FINISHED").all() and len(evals) >= 3
     run = mlflow.search_runs(experiment_names=["rlhf-pipeline"], filter_string="tags.stage = 'frontier'").iloc[0]

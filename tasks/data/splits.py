@@ -30,11 +30,27 @@ FIELDS = {
 SHARED = ("sft", "sft_val", "comparison", "policy", "pretrain", "eval")  # the splits that take a share
 
 
+def local_file(source: str, base_dir: Path) -> Path | None:
+    """The file a params value names (a .jsonl, or any path that exists; relative to base_dir), or None for a
+    Hugging Face dataset id."""
+    path = Path(source) if Path(source).is_absolute() else base_dir / source
+    return path if source.endswith(".jsonl") or path.exists() else None
+
+
+def untracked_note(stage: str, sources: list[str | None], root: Path, own_data: Path) -> list[str]:
+    """The local files among these params values that lie outside own_data (DVC's dep: data/own/), each with
+    one line saying that a change to it will not rerun the stage; hub dataset ids are not files."""
+    files = {source: local_file(source, root) for source in filter(None, sources)}
+    outside = [s for s, path in files.items() if path and not path.resolve().is_relative_to(own_data.resolve())]
+    for source in outside:
+        print(f"{stage}: {source} is outside data/own/, so dvc repro cannot see it change: move it to data/own/")
+    return outside
+
+
 def load_records(source: str, base_dir: Path) -> tuple[list[dict], str]:
     """(records, where) from a local JSONL (relative paths are read from base_dir) or a Hugging Face dataset
     id ('id' or 'id:split')."""
-    if source.endswith(".jsonl") or Path(source).exists():
-        path = Path(source) if Path(source).is_absolute() else base_dir / source
+    if path := local_file(source, base_dir):
         return read_jsonl(path), str(path)
     name, _, split = source.partition(":")
     try:

@@ -2,7 +2,8 @@
 flows/frontier.py runs the sweep of experiments and calls these.
 
 A point is one (algorithm, coefficient): the mean over the seeds that ran it, with Student's t interval over
-those seeds; a point with one seed carries its evaluation's own interval (bootstrap over prompts).
+those seeds; a point with one seed carries its evaluation's own interval (bootstrap over prompts). The runs
+behind the points are kept in runs.csv, so a sweep survives the experiments it came from.
 """
 
 from __future__ import annotations
@@ -16,36 +17,82 @@ from tasks.runtime.files import atomic_path
 from tasks.sections.stages import POLICY_STAGES, STAGES
 
 VALUES = ("kl", "gold_reward", "heldout_rm_score", "win_rate_gold", "win_rate")  # each where every seed has it
-COLUMNS = ["experiments", "coef", "n_seeds"] + [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
+INTERVALS = [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
+COLUMNS = ["experiments", "coef", "n_seeds", *INTERVALS]
+RUN_COLUMNS = ["experiment", "algo", "coef", "seed", *INTERVALS]
 REWARDS = {
     "gold_reward": "gold reward (the task's scorer)",
     "heldout_rm_score": "held-out RM score (a judge no policy saw)",
 }
 
 
-def points(exp_show: list, level: float = 0.95) -> dict[str, list[dict]]:
-    """{algo: [point]} from `dvc exp show --json`: the workspace and the frontier-* experiments grouped by
-    (algorithm, coefficient); skipped policies and failed experiments add none."""
-    runs: dict[tuple, dict] = {}
+def runs(exp_show: list) -> list[dict]:
+    """One record per (experiment, algorithm) from `dvc exp show --json`: the workspace and the frontier-*
+    experiments, with the coefficient, the seed and each value with its eval interval; skipped policies and
+    failed experiments give none."""
+    out: dict[tuple, dict] = {}
     for rev, params, metrics in [*revisions(exp_show, None), *revisions(exp_show, "frontier-")]:
-        for algo, m in metrics.items():
+        for algo, m in ((a, m) for a, m in metrics.items() if a in STAGES):  # a later round's policy: no point
             coef = param(params, STAGES[algo].kl_knob) or param(params, "ppo.kl.coef")  # rto, rloo may inherit ppo's
-            runs.setdefault((algo, coef, m["kl"]), {"experiment": rev, **m})  # listed twice: one run
+            seed = param(params, f"{algo}.seed")
+            seed = param(params, "ppo.seed") if seed is None else seed  # rto, grpo, rloo may take ppo's
+            record = {"experiment": rev, "algo": algo, "coef": coef, "seed": seed}
+            for v in (v for v in VALUES if v in m):
+                record |= {v: m[v], **{f"{v}{s}": m.get(f"{v}{s}", m[v]) for s in ("_ci_low", "_ci_high")}}
+            out.setdefault((algo, coef, m["kl"]), record)  # listed twice (baseline and branch): one run
+    return list(out.values())
+
+
+def merge(recorded: list[dict], fresh: list[dict]) -> list[dict]:
+    """The runs recorded by an earlier plot (runs.csv) with the ones DVC lists now: one run per (algorithm,
+    coefficient, seed), DVC's over a recorded one and a newer experiment (its name's stamp) over an older.
+    Keeps a sweep's points across checkouts, `dvc exp gc` and a sweep finished in another session."""
+
+    def key(r):
+        seed = "" if r.get("seed") is None else str(r["seed"])
+        return r["algo"], float(r["coef"]), seed or r["experiment"]  # no seed known: every run its own
+
+    merged: dict[tuple, dict] = {}
+    for source in (recorded, fresh):
+        for r in sorted(source, key=lambda r: (r["experiment"] == "workspace", r["experiment"])):
+            merged[key(r)] = r
+    return list(merged.values())
+
+
+def points(run_records: list[dict], level: float = 0.95) -> dict[str, list[dict]]:
+    """{algo: [point]}: the runs grouped by (algorithm, coefficient), each value's mean over them with its
+    t interval (one run: its own eval interval), sorted by KL."""
     grouped: dict[tuple, list[dict]] = {}
-    for (algo, coef, _), m in runs.items():
-        grouped.setdefault((algo, coef), []).append(m)
+    for r in run_records:
+        grouped.setdefault((r["algo"], float(r["coef"])), []).append(r)
     out: dict[str, list[dict]] = {a: [] for a in POLICY_STAGES}
     for (algo, coef), ms in grouped.items():
         row = {"experiments": " ".join(m["experiment"] for m in ms), "coef": coef, "n_seeds": len(ms)}
-        for v in (v for v in VALUES if all(v in m for m in ms)):
+        for v in (v for v in VALUES if all(m.get(v) not in (None, "") for m in ms)):
             if len(ms) >= 2:
-                iv = stats.t_interval([m[v] for m in ms], level)
+                iv = stats.t_interval([float(m[v]) for m in ms], level)
                 row |= {v: iv["mean"], f"{v}_ci_low": iv["lo"], f"{v}_ci_high": iv["hi"]}
             else:
-                m = ms[0]
-                row |= {v: m[v], f"{v}_ci_low": m.get(f"{v}_ci_low", m[v]), f"{v}_ci_high": m.get(f"{v}_ci_high", m[v])}
-        out[algo].append(row)
+                row |= {k: float(ms[0][k]) for k in (v, f"{v}_ci_low", f"{v}_ci_high")}
+        out.setdefault(algo, []).append(row)
     return {a: sorted(rows, key=lambda r: r["kl"]) for a, rows in out.items()}
+
+
+def read_runs(path: Path) -> list[dict]:
+    """runs.csv as written by write_runs (no file: none)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_runs(run_records: list[dict], path: Path) -> None:
+    """Every run behind the points, one row each, sorted by algorithm, coefficient and seed."""
+    key = lambda r: (r["algo"], float(r["coef"]), str(r["seed"]), r["experiment"])  # noqa: E731
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(run_records, key=key))
 
 
 def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) -> None:

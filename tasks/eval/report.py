@@ -126,7 +126,7 @@ def eval_figure(metrics: dict[str, dict], png: Path, gate, level: float, judge: 
     left.axhline(0.5, color="grey", lw=1, ls=":")
     if gate:
         left.axhline(gate.min_win_rate, color="C3", lw=1, ls="--", label=f"gate: lower end >= {gate.min_win_rate:.0%}")
-        left.set_xticks(range(len(names)), names)
+    left.set_xticks(range(len(names)), names)
     left.set_ylabel(f"win rate vs SFT ({level:.0%} interval)")
     left.set_title(f"per judge; filled: the headline's ({judge})", fontsize=9)
     left.legend(fontsize=8)

@@ -176,6 +176,9 @@ class FrontierConfig(Section):
         default_factory=lambda: [0, 1],
         description="each value of the sweep runs once per seed (the policy stages' seed); points average them",
     )
+    default_seeds: bool = Field(
+        True, description="also run the default coefficients under each seed but the workspace's: its point gets bars"
+    )
     jobs: int = Field(1, ge=1, description="experiments run at once by `dvc queue start -j`")
 
     _s = field_validator("seeds")(distinct)
