@@ -24,7 +24,8 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.frontier import merge, plot, points, read_runs, runs, write_points, write_runs
+from tasks.eval.dvc_experiments import read_records
+from tasks.eval.frontier import merge, plot, points, runs, write_points, write_runs
 from tasks.runtime.errors import die_cleanly
 from tasks.sections.stages import KL_KNOBS, POLICY_STAGES
 
@@ -54,7 +55,7 @@ def sweep() -> list[str]:
 
 def collect_and_plot(forget: bool = False) -> dict:
     level = config.load("seeds", read_params()).level
-    run_records = merge([] if forget else read_runs(RUNS), runs(exp_show()))
+    run_records = merge([] if forget else read_records(RUNS), runs(exp_show()))
     pts = points(run_records, level)
     write_points(pts, METRICS / "frontier")
     write_runs(run_records, RUNS)

@@ -4,8 +4,10 @@ python -m flows.seeds run [--n N]       # one experiment <batch>-s<seed> per see
                                         # with --n), each setting <stage>.seed for every stage in
                                         # seeds.stages; the other stages come from DVC's cache (same data
                                         # and RM); `dvc queue start -j <seeds.jobs>`, wait
-python -m flows.seeds report [--batch]  # the newest batch (or --batch) -> metrics/seeds.json (per algorithm:
-                                        # mean and t-interval over seeds of win rate, gold reward, KL),
+python -m flows.seeds report [--batch]  # the newest batch (or --batch) with the seeds recorded before in
+                                        # metrics/seeds/runs.csv (a seed run in another session or checkout;
+                                        # --forget: none) -> metrics/seeds.json (per algorithm: mean and
+                                        # t-interval over seeds of win rate, gold reward, KL),
                                         # metrics/seeds/<algo>.csv (`dvc plots show`), plots/seeds.png,
                                         # an MLflow run
 python -m flows.seeds all [--n N]       # both (make seeds N=3)
@@ -14,6 +16,7 @@ python -m flows.seeds all [--n N]       # both (make seeds N=3)
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from flows.common import mlflow_setup, read_params
@@ -24,6 +27,9 @@ from tasks.eval.dvc_experiments import (
     aggregate,
     differences,
     latest_batch,
+    merge_records,
+    merge_seed_runs,
+    read_records,
     round_gains,
     seed_champions,
     seed_runs,
@@ -34,6 +40,8 @@ from tasks.runtime.errors import PipelineError, die_cleanly
 from tasks.runtime.files import write_json
 
 PNG = PLOTS / "seeds.png"
+SUMMARY = METRICS / "seeds.json"
+RECORD = METRICS / "seeds" / "runs.csv"
 
 
 def seeds_config(params: dict, n: int | None):
@@ -53,23 +61,31 @@ def run(cfg) -> str:
     return batch
 
 
-def report(cfg, batch: str | None) -> dict:
+def recorded_champions() -> list[dict]:
+    """The gate decisions per seed of the last report (metrics/seeds.json), to merge like the runs."""
+    return json.loads(SUMMARY.read_text()).get("champion_by_seed", []) if SUMMARY.exists() else []
+
+
+def report(cfg, batch: str | None, forget: bool = False) -> dict:
     shown = exp_show(all_commits=True)  # the batch's baseline may no longer be HEAD
-    batch = batch or latest_batch(shown)
-    if batch is None:
+    batch, recorded = batch or latest_batch(shown), [] if forget else read_records(RECORD)
+    if batch is None and not recorded:
         raise PipelineError("no seeds experiments yet: run `python -m flows.seeds run` first")
-    runs = seed_runs(shown, batch)
+    runs = merge_seed_runs(recorded, seed_runs(shown, batch) if batch else {})
     if not runs or max(len(r) for r in runs.values()) < 2:
-        raise PipelineError(f"{batch}: fewer than 2 seeds with eval metrics; nothing to aggregate")
+        raise PipelineError(f"{batch or RECORD.name}: fewer than 2 seeds with eval metrics; nothing to aggregate")
     summary = aggregate(runs, cfg.level)
     write_runs(runs, METRICS / "seeds")
-    champions = seed_champions(shown, batch)
+    fresh_champions = seed_champions(shown, batch) if batch else []
+    champions = merge_records([] if forget else recorded_champions(), fresh_champions, lambda c: c["seed"])
+    champions, batch = sorted(champions, key=lambda c: c["seed"]), batch or "recorded"
     firsts = {a: rows for a, rows in runs.items() if " r" not in a}  # algorithms compared within round 1
     diffs, gains = differences(firsts, cfg.level), round_gains(runs, cfg.level)
     write_json(
-        METRICS / "seeds.json",
+        SUMMARY,
         {
             "batch": batch,
+            "experiments": sorted({r["experiment"] for rows in runs.values() for r in rows}),  # recorded ones too
             "level": cfg.level,
             "algorithms": summary,
             "differences": diffs,
@@ -110,7 +126,7 @@ def report(cfg, batch: str | None) -> dict:
             + (f"promoted {c['policy']}" if c["promoted"] else "kept")
             + f": {c['reason']}"
         )
-    print(f"-> {(METRICS / 'seeds.json').relative_to(ROOT)}, {PNG.relative_to(ROOT)}")
+    print(f"-> {SUMMARY.relative_to(ROOT)}, {PNG.relative_to(ROOT)}")
     return summary
 
 
@@ -119,11 +135,12 @@ def main():
     ap.add_argument("command", nargs="?", default="all", choices=["run", "report", "all"])
     ap.add_argument("--n", type=int, default=None, help="seeds 0..N-1 instead of seeds.values")
     ap.add_argument("--batch", default=None, help="report this batch (seeds-<stamp>) instead of the newest")
+    ap.add_argument("--forget", action="store_true", help="drop the seeds recorded in metrics/seeds/runs.csv")
     args = ap.parse_args()
     cfg = seeds_config(read_params(), args.n)
     batch = run(cfg) if args.command in ("run", "all") else args.batch
     if args.command in ("report", "all"):
-        report(cfg, batch)
+        report(cfg, batch, args.forget)
 
 
 if __name__ == "__main__":

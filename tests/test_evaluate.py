@@ -146,43 +146,6 @@ def test_frontier_points_come_from_every_experiment_and_skip_skipped_policies():
     assert one["kl_ci_low"] == one["kl"] == one["kl_ci_high"] == 1.0
 
 
-def test_frontier_keeps_recorded_runs_and_counts_a_seed_once(tmp_path):
-    """runs.csv from an earlier plot + the experiments DVC lists now: a recorded run stays a point's seed, a
-    run of the same (algorithm, coefficient, seed) is one seed (DVC's over the record, the newer over the
-    older), and runs whose seed is unknown all count."""
-    from tasks.eval.frontier import merge, points, read_runs, write_runs
-
-    def run(name, coef, seed, kl):
-        interval = {"kl": kl, "kl_ci_low": kl - 0.1, "kl_ci_high": kl + 0.1}
-        return {"experiment": name, "algo": "ppo", "coef": coef, "seed": seed, **interval}
-
-    write_runs([run("frontier-a-0-s0", 0.05, 0, 1.0), run("workspace", 0.02, 0, 3.0)], tmp_path / "runs.csv")
-    recorded = read_runs(tmp_path / "runs.csv")  # strings, as a CSV gives them back
-    assert recorded[0]["coef"] == "0.02" and recorded[0]["seed"] == "0"  # sorted by coefficient
-    fresh = [run("frontier-b-0-s1", 0.05, 1, 2.0), run("workspace", 0.02, 0, 5.0), run("frontier-c-0-s1", 0.05, 1, 4.0)]
-    merged = merge(recorded, fresh)
-    assert sorted(r["experiment"] for r in merged) == ["frontier-a-0-s0", "frontier-c-0-s1", "workspace"]
-    pts = {p["coef"]: p for p in points(merged)["ppo"]}
-    assert pts[0.05]["n_seeds"] == 2 and pts[0.05]["kl"] == pytest.approx(2.5)  # 1.0 recorded, 4.0 the newer s1
-    assert pts[0.02]["n_seeds"] == 1 and pts[0.02]["kl"] == 5.0  # the workspace now, not the recorded one
-    unseeded = merge([], [run("x", 0.1, None, 1.0), run("y", 0.1, None, 2.0)])
-    assert points(unseeded)["ppo"][0]["n_seeds"] == 2
-
-
-def test_frontier_sweep_adds_the_default_coefficients_under_the_other_seeds():
-    from flows.frontier import experiments
-    from tasks.sections.run import FrontierConfig
-
-    params = {"ppo": {"seed": 0}, "dpo": {"seed": 0}, "grpo": {}, "rloo": {}, "rto": {}}
-    cfg = FrontierConfig(**{f"{a}_kl_coef": [0.1, 0.2] for a in ("ppo", "dpo", "rto", "grpo", "rloo")}, seeds=[0, 1, 2])
-    batch = experiments(cfg, params, "T")
-    assert list(batch)[-2:] == ["frontier-T-default-s1", "frontier-T-default-s2"] and len(batch) == 2 * 3 + 2
-    assert batch["frontier-T-default-s2"] == {"ppo.seed": 2, "dpo.seed": 2}  # rto, grpo, rloo take ppo's seed
-    assert batch["frontier-T-1-s0"]["ppo.kl.coef"] == 0.2 and batch["frontier-T-1-s0"]["ppo.seed"] == 0
-    without = experiments(cfg.model_copy(update={"default_seeds": False}), params, "T")
-    assert len(without) == 6 and not any("default" in n for n in without)
-
-
 def test_welch_interval_matches_hand_computed_values():
     from tasks.eval.dvc_experiments import differences, welch_interval
 

@@ -1,5 +1,6 @@
 """Results of DVC experiments, read from `dvc exp show --json`: each revision's params and eval metrics, the
-runs of a seeds batch and their aggregate over seeds (mean and Student's t interval per algorithm)."""
+runs of a seeds batch and their aggregate over seeds (mean and Student's t interval per algorithm), and the
+record of runs (a CSV in git) that keeps them once the experiments are gone."""
 
 from __future__ import annotations
 
@@ -169,10 +170,59 @@ def round_gains(runs: dict[str, list[dict]], level: float) -> dict[str, dict]:
     }
 
 
+def read_records(path: Path) -> list[dict]:
+    """The rows of a run record (a CSV written by write_records; no file: none), values as CSV gives them."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_records(rows: list[dict], path: Path, columns: list[str], sort_key) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=sort_key))
+
+
+def merge_records(recorded: list[dict], fresh: list[dict], key) -> list[dict]:
+    """One row per key(row): a fresh one (DVC lists it now) over a recorded one, and among either the newer
+    experiment (its name's stamp; the workspace last, as the newest)."""
+    merged: dict = {}
+    for source in (recorded, fresh):
+        for r in sorted(source, key=lambda r: (r["experiment"] == "workspace", r["experiment"])):
+            merged[key(r)] = r
+    return list(merged.values())
+
+
+SEED_RECORD = ["experiment", "algo", "seed", *AGGREGATED, "win_rate_ci_low", "win_rate_ci_high"]
+
+
+def merge_seed_runs(recorded: list[dict], runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """A seeds batch's runs with the ones recorded before (runs.csv): one run per (algorithm, seed), the batch's
+    over the record. So a seed run in another session or checkout still counts."""
+    fresh = [{"algo": algo, **r} for algo, rows in runs.items() for r in rows]
+    old = [
+        {
+            k: (int(v) if k == "seed" else v if k in ("experiment", "algo") else float(v))
+            for k, v in r.items()
+            if v != ""
+        }
+        for r in recorded
+    ]
+    out: dict[str, list[dict]] = {}
+    for r in merge_records(old, fresh, key=lambda r: (r["algo"], int(r["seed"]))):
+        out.setdefault(r["algo"], []).append({k: v for k, v in r.items() if k != "algo"})
+    return {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in out.items()}
+
+
 def write_runs(runs: dict[str, list[dict]], out_dir: Path) -> None:
     """<out_dir>/<algo>.csv: one row per seed (what `dvc plots show` draws; header only for an algorithm that
-    did not train, so every file dvc.yaml names exists)."""
+    did not train, so every file dvc.yaml names exists); <out_dir>/runs.csv: every run, later rounds' too (the
+    record merge_seed_runs reads back)."""
     columns = ["experiment", "seed", *AGGREGATED, "win_rate_ci_low", "win_rate_ci_high"]
+    rows = [{"algo": algo, **r} for algo, algo_rows in runs.items() for r in algo_rows]  # later rounds' too
+    write_records(rows, out_dir / "runs.csv", SEED_RECORD, lambda r: (r["algo"], r["seed"]))
     for algo in POLICY_STAGES:
         rows = runs.get(algo, [])
         with atomic_path(out_dir / f"{algo}.csv") as tmp, open(tmp, "w", newline="") as f:

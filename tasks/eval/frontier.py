@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 
 from tasks.eval import stats
-from tasks.eval.dvc_experiments import param, revisions
+from tasks.eval.dvc_experiments import merge_records, param, revisions, write_records
 from tasks.runtime.files import atomic_path
 from tasks.sections.stages import POLICY_STAGES, STAGES
 
@@ -45,18 +45,14 @@ def runs(exp_show: list) -> list[dict]:
 
 def merge(recorded: list[dict], fresh: list[dict]) -> list[dict]:
     """The runs recorded by an earlier plot (runs.csv) with the ones DVC lists now: one run per (algorithm,
-    coefficient, seed), DVC's over a recorded one and a newer experiment (its name's stamp) over an older.
-    Keeps a sweep's points across checkouts, `dvc exp gc` and a sweep finished in another session."""
+    coefficient, seed), DVC's over a recorded one and a newer experiment over an older. Keeps a sweep's points
+    across checkouts, `dvc exp gc` and a sweep finished in another session."""
 
     def key(r):
         seed = "" if r.get("seed") is None else str(r["seed"])
         return r["algo"], float(r["coef"]), seed or r["experiment"]  # no seed known: every run its own
 
-    merged: dict[tuple, dict] = {}
-    for source in (recorded, fresh):
-        for r in sorted(source, key=lambda r: (r["experiment"] == "workspace", r["experiment"])):
-            merged[key(r)] = r
-    return list(merged.values())
+    return merge_records(recorded, fresh, key)
 
 
 def points(run_records: list[dict], level: float = 0.95) -> dict[str, list[dict]]:
@@ -78,21 +74,10 @@ def points(run_records: list[dict], level: float = 0.95) -> dict[str, list[dict]
     return {a: sorted(rows, key=lambda r: r["kl"]) for a, rows in out.items()}
 
 
-def read_runs(path: Path) -> list[dict]:
-    """runs.csv as written by write_runs (no file: none)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def write_runs(run_records: list[dict], path: Path) -> None:
     """Every run behind the points, one row each, sorted by algorithm, coefficient and seed."""
     key = lambda r: (r["algo"], float(r["coef"]), str(r["seed"]), r["experiment"])  # noqa: E731
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(sorted(run_records, key=key))
+    write_records(run_records, path, RUN_COLUMNS, key)
 
 
 def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) -> None:

@@ -1,0 +1,65 @@
+"""Run records: the CSVs in git that keep the frontier's and the seeds' runs once their DVC experiments are
+gone (another checkout, another session, `dvc exp gc`), merged with the experiments DVC lists now."""
+
+import pytest
+
+from tasks.eval.dvc_experiments import merge_seed_runs, read_records, write_runs
+
+
+def test_frontier_keeps_recorded_runs_and_counts_a_seed_once(tmp_path):
+    """runs.csv from an earlier plot + the experiments DVC lists now: a recorded run stays a point's seed, a
+    run of the same (algorithm, coefficient, seed) is one seed (DVC's over the record, the newer over the
+    older), and runs whose seed is unknown all count."""
+    from tasks.eval.dvc_experiments import read_records
+    from tasks.eval.frontier import merge, points, write_runs
+
+    def run(name, coef, seed, kl):
+        interval = {"kl": kl, "kl_ci_low": kl - 0.1, "kl_ci_high": kl + 0.1}
+        return {"experiment": name, "algo": "ppo", "coef": coef, "seed": seed, **interval}
+
+    write_runs([run("frontier-a-0-s0", 0.05, 0, 1.0), run("workspace", 0.02, 0, 3.0)], tmp_path / "runs.csv")
+    recorded = read_records(tmp_path / "runs.csv")  # strings, as a CSV gives them back
+    assert recorded[0]["coef"] == "0.02" and recorded[0]["seed"] == "0"  # sorted by coefficient
+    fresh = [run("frontier-b-0-s1", 0.05, 1, 2.0), run("workspace", 0.02, 0, 5.0), run("frontier-c-0-s1", 0.05, 1, 4.0)]
+    merged = merge(recorded, fresh)
+    assert sorted(r["experiment"] for r in merged) == ["frontier-a-0-s0", "frontier-c-0-s1", "workspace"]
+    pts = {p["coef"]: p for p in points(merged)["ppo"]}
+    assert pts[0.05]["n_seeds"] == 2 and pts[0.05]["kl"] == pytest.approx(2.5)  # 1.0 recorded, 4.0 the newer s1
+    assert pts[0.02]["n_seeds"] == 1 and pts[0.02]["kl"] == 5.0  # the workspace now, not the recorded one
+    unseeded = merge([], [run("x", 0.1, None, 1.0), run("y", 0.1, None, 2.0)])
+    assert points(unseeded)["ppo"][0]["n_seeds"] == 2
+
+
+def test_frontier_sweep_adds_the_default_coefficients_under_the_other_seeds():
+    from flows.frontier import experiments
+    from tasks.sections.run import FrontierConfig
+
+    params = {"ppo": {"seed": 0}, "dpo": {"seed": 0}, "grpo": {}, "rloo": {}, "rto": {}}
+    cfg = FrontierConfig(**{f"{a}_kl_coef": [0.1, 0.2] for a in ("ppo", "dpo", "rto", "grpo", "rloo")}, seeds=[0, 1, 2])
+    batch = experiments(cfg, params, "T")
+    assert list(batch)[-2:] == ["frontier-T-default-s1", "frontier-T-default-s2"] and len(batch) == 2 * 3 + 2
+    assert batch["frontier-T-default-s2"] == {"ppo.seed": 2, "dpo.seed": 2}  # rto, grpo, rloo take ppo's seed
+    assert batch["frontier-T-1-s0"]["ppo.kl.coef"] == 0.2 and batch["frontier-T-1-s0"]["ppo.seed"] == 0
+    without = experiments(cfg.model_copy(update={"default_seeds": False}), params, "T")
+    assert len(without) == 6 and not any("default" in n for n in without)
+
+
+def test_seeds_record_keeps_every_round_and_a_batch_replaces_its_own_seeds(tmp_path):
+    def row(name, seed, win):
+        return {"experiment": name, "seed": seed, "win_rate": win, "kl": 2.0 + seed, "win_rate_ci_low": win - 0.1}
+
+    session_a = {"ppo": [row("seeds-a-s0", 0, 0.6), row("seeds-a-s1", 1, 0.7)], "ppo r2": [row("seeds-a-s1", 1, 0.8)]}
+    write_runs(session_a, tmp_path)
+    recorded = read_records(tmp_path / "runs.csv")
+    assert {(r["algo"], r["seed"]) for r in recorded} == {("ppo", "0"), ("ppo", "1"), ("ppo r2", "1")}
+    assert read_records(tmp_path / "ppo.csv")[1]["win_rate"] == "0.7"  # what dvc plots draws: round 1 only
+    session_b = {"ppo": [row("seeds-b-s0", 0, 0.65), row("seeds-b-s2", 2, 0.75)], "ppo r2": [row("seeds-b-s2", 2, 0.9)]}
+    merged = merge_seed_runs(recorded, session_b)
+    assert [(r["experiment"], r["seed"], r["win_rate"]) for r in merged["ppo"]] == [
+        ("seeds-b-s0", 0, 0.65),  # the batch's seed 0 over the recorded one
+        ("seeds-a-s1", 1, 0.7),  # recorded, typed back: int seed, float metrics
+        ("seeds-b-s2", 2, 0.75),
+    ]
+    assert [r["seed"] for r in merged["ppo r2"]] == [1, 2] and merged["ppo r2"][0]["kl"] == 3.0
+    assert "algo" not in merged["ppo"][0] and "win_rate_gold" not in merged["ppo"][1]  # empty cells dropped
+    assert merge_seed_runs([], session_b) == {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in session_b.items()}
