@@ -9,7 +9,8 @@
                                      # metrics/frontier/runs.csv -> metrics/frontier/<algo>.csv (`dvc plots
                                      # show` draws them), plots/frontier.png with error bars (t-interval over
                                      # seeds; one seed: the eval's bootstrap interval), logged to MLflow;
-                                     # --forget: drop the recorded runs (a new task, model or data)
+                                     # --forget: drop the recorded runs (a new task, model or data);
+                                     # metrics/frontier/matched.json: every two algorithms compared at one KL
 
 Only the policy stages and eval rerun in an experiment: DVC restores sft, sample and rm from its cache.
 """
@@ -25,12 +26,14 @@ from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
 from tasks.eval.dvc_experiments import read_records
-from tasks.eval.frontier import merge, plot, points, runs, write_points, write_runs
+from tasks.eval.frontier import REWARDS, matched_kl, merge, plot, points, runs, write_points, write_runs
 from tasks.runtime.errors import die_cleanly
+from tasks.runtime.files import write_json
 from tasks.sections.stages import KL_KNOBS, POLICY_STAGES
 
 PNG = PLOTS / "frontier.png"
 RUNS = METRICS / "frontier" / "runs.csv"
+MATCHED = METRICS / "frontier" / "matched.json"  # the algorithms compared at one KL (tasks/eval/frontier.matched_kl)
 
 
 def experiments(cfg, params: dict, stamp: str) -> dict[str, dict]:
@@ -62,11 +65,23 @@ def collect_and_plot(forget: bool = False) -> dict:
     sft = METRICS / "eval" / "sft.json"
     PNG.parent.mkdir(exist_ok=True)
     plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level)
+    matched = {v: matched_kl(run_records, v, level) for v in REWARDS}
+    write_json(MATCHED, matched)
     mlflow = mlflow_setup(read_params())
     with mlflow.start_run(run_name=f"frontier-{time.strftime('%Y%m%d-%H%M%S')}", tags={"stage": "frontier"}):
         mlflow.log_artifact(str(PNG))
         mlflow.log_metrics({f"{a}_points": len(r) for a, r in pts.items()})
+        for value, pairs in matched.items():
+            for pair, m in pairs.items():
+                mlflow.log_metrics({f"matched_{value}/{pair}_{k}": m["difference"][k] for k in ("diff", "lo", "hi")})
     print("frontier: " + ", ".join(f"{a} {len(r)} points" for a, r in pts.items()) + f" -> {PNG.relative_to(ROOT)}")
+    for value, pairs in matched.items():
+        for pair, m in pairs.items():
+            a, b = pair.split("_vs_")
+            d, verdict = m["difference"], "differ" if m["difference"]["significant"] else "no difference"
+            fits = [f"{x} {m[x]['mean']:.3f} [{m[x]['lo']:.3f}, {m[x]['hi']:.3f}] ({m[x]['n']} runs)" for x in (a, b)]
+            gap = f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+            print(f"  {value} at matched KL {m['kl']:.2f}: {', '.join(fits)}; {pair} {gap}: {verdict}")
     return pts
 
 

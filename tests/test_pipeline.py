@@ -128,6 +128,9 @@ def test_frontier_sweep_runs_each_value_under_seeds_and_plots_error_bars(full, r
         for value in ("gold_reward", "heldout_rm_score"):  # both judges no policy optimized
             assert float(point[f"{value}_ci_low"]) <= float(point[value]) <= float(point[f"{value}_ci_high"])
     assert (root / "plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
+    matched = json.loads((root / "metrics/frontier/matched.json").read_text())  # a line per algorithm, 3 runs each
+    assert set(matched) == {"gold_reward", "heldout_rm_score"}
+    assert all(m[a]["n"] == 3 for pair, m in matched["gold_reward"].items() for a in pair.split("_vs_"))
     # the runs behind the points are recorded: with the experiments gone (another checkout, `dvc exp gc`), a
     # plot still has both seeds of each swept value
     recorded = list(csv.DictReader((root / "metrics/frontier/runs.csv").open()))

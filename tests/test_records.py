@@ -63,3 +63,22 @@ def test_seeds_record_keeps_every_round_and_a_batch_replaces_its_own_seeds(tmp_p
     assert [r["seed"] for r in merged["ppo r2"]] == [1, 2] and merged["ppo r2"][0]["kl"] == 3.0
     assert "algo" not in merged["ppo"][0] and "win_rate_gold" not in merged["ppo"][1]  # empty cells dropped
     assert merge_seed_runs([], session_b) == {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in session_b.items()}
+
+
+def test_matched_kl_reads_every_algorithm_s_line_at_the_middle_of_their_common_range():
+    from tasks.eval.frontier import matched_kl
+
+    def runs(algo, kls, golds):
+        return [
+            {"experiment": f"e{i}", "algo": algo, "kl": k, "gold_reward": g} for i, (k, g) in enumerate(zip(kls, golds))
+        ]
+
+    records = runs("ppo", [1, 2, 3], [1, 3, 2]) + runs("dpo", [1.5, 2.5, 3.5], ["0.0", "0.5", "1.0"])  # CSV strings too
+    records += runs("rto", [2, 2, 2], [0.1, 0.2, 0.3]) + runs("rloo", [5, 6, 7], [1, 2, 3])  # one KL; no overlap
+    m = matched_kl(records)
+    assert list(m) == ["ppo_vs_dpo"]  # rto has no line; rloo's runs reach no KL the others reach
+    assert m["ppo_vs_dpo"]["kl"] == pytest.approx(2.25) and m["ppo_vs_dpo"]["kl_range"] == [1.5, 3]
+    assert m["ppo_vs_dpo"]["ppo"]["mean"] == pytest.approx(2.125) and m["ppo_vs_dpo"]["dpo"]["mean"] == pytest.approx(
+        0.375
+    )
+    assert m["ppo_vs_dpo"]["difference"]["diff"] == pytest.approx(1.75)

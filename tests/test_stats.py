@@ -74,3 +74,21 @@ def test_t_interval_over_seeds_hand_computed():
 
 def test_overlap():
     assert stats.overlap((0.1, 0.3), (0.3, 0.5)) and not stats.overlap((0.1, 0.29), (0.3, 0.5))
+
+
+def test_a_fitted_line_read_at_one_x_against_hand_computed_values():
+    """x (1, 2, 3), y (1, 3, 2): x̄ 2, Sxx 2, slope 0.5, intercept 1, residuals (−0.5, 1, −0.5), s² = 1.5/1;
+    at x0 = 2.25: ŷ 2.125, se = √1.5 · √(1/3 + 0.0625/2) = 0.739510, t_{0.975,1} = 12.7062."""
+    from tasks.eval.stats import difference_of_fits, line_at
+
+    a = line_at([1, 2, 3], [1, 3, 2], 2.25, 0.95)
+    assert a["mean"] == pytest.approx(2.125) and a["slope"] == pytest.approx(0.5) and a["dof"] == 1
+    assert a["se"] == pytest.approx(0.739510, rel=1e-5)
+    assert a["hi"] - a["mean"] == pytest.approx(12.7062 * 0.739510, rel=1e-4)
+    b = line_at([1.5, 2.5, 3.5], [0.0, 0.5, 1.0], 2.25, 0.95)  # on a line: no residual, no width
+    assert b["mean"] == pytest.approx(0.375) and b["se"] == pytest.approx(0.0, abs=1e-12)
+    d = difference_of_fits(a, b, 0.95)  # one side without variance: ν is the other's, 1
+    assert d["diff"] == pytest.approx(1.75) and d["dof"] == pytest.approx(1.0)
+    assert d["lo"] == pytest.approx(1.75 - 12.7062 * 0.739510, rel=1e-4) and not d["significant"]
+    tight = difference_of_fits({**a, "se": 0.1, "dof": 6}, {**b, "se": 0.1, "dof": 6}, 0.95)
+    assert tight["dof"] == pytest.approx(12.0) and tight["significant"]  # (2·0.01)² / (2·0.0001/6) = 12

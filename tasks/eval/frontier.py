@@ -80,6 +80,30 @@ def write_runs(run_records: list[dict], path: Path) -> None:
     write_records(run_records, path, RUN_COLUMNS, key)
 
 
+def matched_kl(run_records: list[dict], value: str = "gold_reward", level: float = 0.95) -> dict:
+    """The DPO paper's Fig. 2 question with an interval: for every two algorithms whose runs' KL ranges overlap,
+    a line of `value` against KL per algorithm over all its runs (every coefficient and seed; ≥ 3 runs at ≥ 2
+    KLs), both read at the middle of the overlap, and their difference there (stats.difference_of_fits).
+    Pooling the coefficients is what gives an interval narrower than a point's over two seeds; it assumes the
+    value is linear in KL over each algorithm's range. {"<a>_vs_<b>": {kl, kl_range, <a>, <b>, difference}}."""
+    by_algo: dict[str, list[dict]] = {}
+    for r in (r for r in run_records if r.get(value) not in (None, "")):
+        by_algo.setdefault(r["algo"], []).append(r)
+    kls = {a: [float(r["kl"]) for r in rows] for a, rows in by_algo.items()}
+    kls = {a: k for a, k in kls.items() if len(k) >= 3 and len(set(k)) >= 2}
+    out = {}
+    for i, a in enumerate(algos := list(kls)):
+        for b in algos[i + 1 :]:
+            low, high = max(min(kls[a]), min(kls[b])), min(max(kls[a]), max(kls[b]))
+            if low > high:
+                continue  # no KL both reach: nothing to compare at matched KL
+            at = (low + high) / 2
+            fits = {x: stats.line_at(kls[x], [float(r[value]) for r in by_algo[x]], at, level) for x in (a, b)}
+            difference = stats.difference_of_fits(fits[a], fits[b], level)
+            out[f"{a}_vs_{b}"] = {"kl": at, "kl_range": [low, high], **fits, "difference": difference}
+    return out
+
+
 def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) -> None:
     """The frontier as a PNG, a panel per judge the policies never optimized (gold, the held-out RM): its mean
     score against KL with both intervals, one line per algorithm, points labeled by coefficient; sft: the SFT

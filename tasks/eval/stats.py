@@ -85,3 +85,52 @@ def t_interval(values, level: float) -> dict:
     se = float(x.std(ddof=1) / np.sqrt(n))
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se
     return {"mean": float(x.mean()), "se": se, "lo": float(x.mean() - half), "hi": float(x.mean() + half), "n": n}
+
+
+def line_at(x, y, x0: float, level: float) -> dict:
+    """Least squares y = a + b·x over runs, its mean at x0 with Student's t interval (the standard error of the
+    fitted mean): ŷ0 = a + b·x0 ± t_{(1+level)/2, n−2} · s·√(1/n + (x0 − x̄)²/Sxx), s² = Σ(y − a − b·x)² / (n − 2),
+    Sxx = Σ(x − x̄)². Needs n ≥ 3 and two distinct x."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n, x_bar, y_bar = len(x), x.mean(), y.mean()
+    sxx = float(((x - x_bar) ** 2).sum())
+    slope = float(((x - x_bar) * (y - y_bar)).sum() / sxx)
+    intercept = y_bar - slope * x_bar
+    s = float(np.sqrt(((y - intercept - slope * x) ** 2).sum() / (n - 2)))
+    se = s * float(np.sqrt(1 / n + (x0 - x_bar) ** 2 / sxx))
+    mean = float(intercept + slope * x0)
+    half = float(stats.t.ppf((1 + level) / 2, n - 2)) * se
+    return {
+        "at": x0,
+        "mean": mean,
+        "se": se,
+        "lo": mean - half,
+        "hi": mean + half,
+        "n": n,
+        "dof": n - 2,
+        "slope": slope,
+    }
+
+
+def difference_of_fits(a: dict, b: dict, level: float) -> dict:
+    """a − b for two line_at results, Welch–Satterthwaite: d ± t_{(1+level)/2, ν} · √(se_a² + se_b²),
+    ν = (se_a² + se_b²)² / (se_a⁴/ν_a + se_b⁴/ν_b)."""
+    from scipy import stats
+
+    var = a["se"] ** 2 + b["se"] ** 2
+    diff = a["mean"] - b["mean"]
+    if var == 0:
+        return {"diff": diff, "se": 0.0, "lo": diff, "hi": diff, "significant": diff != 0}
+    dof = var**2 / (a["se"] ** 4 / a["dof"] + b["se"] ** 4 / b["dof"])
+    half = float(stats.t.ppf((1 + level) / 2, dof)) * float(np.sqrt(var))
+    lo, hi = diff - half, diff + half
+    return {
+        "diff": diff,
+        "se": float(np.sqrt(var)),
+        "lo": lo,
+        "hi": hi,
+        "dof": dof,
+        "significant": bool(lo > 0 or hi < 0),
+    }
