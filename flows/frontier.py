@@ -64,7 +64,7 @@ def collect_and_plot(forget: bool = False) -> dict:
     write_runs(run_records, RUNS)
     sft = METRICS / "eval" / "sft.json"
     PNG.parent.mkdir(exist_ok=True)
-    plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level)
+    plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level, run_records)
     matched = {v: matched_kl(run_records, v, level) for v in REWARDS}
     write_json(MATCHED, matched)
     mlflow = mlflow_setup(read_params())

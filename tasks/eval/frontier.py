@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from tasks.eval import stats
 from tasks.eval.dvc_experiments import merge_records, param, revisions, write_records
 from tasks.runtime.files import atomic_path
@@ -104,10 +106,11 @@ def matched_kl(run_records: list[dict], value: str = "gold_reward", level: float
     return out
 
 
-def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) -> None:
-    """The frontier as a PNG, a panel per judge the policies never optimized (gold, the held-out RM): its mean
-    score against KL with both intervals, one line per algorithm, points labeled by coefficient; sft: the SFT
-    model's eval metrics (its scores as a dashed line)."""
+def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95, run_records=()) -> None:
+    """The frontier as a PNG, a panel per judge the policies never optimized (gold, the held-out RM): per
+    algorithm each point's mean score against KL with both intervals (labeled by coefficient), its runs as dots
+    and the least-squares line through them (what matched_kl reads); sft: the SFT model's eval metrics (a dashed
+    line). The axes frame the runs: an interval over two seeds (t with 1 degree of freedom) runs off the frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,6 +120,7 @@ def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) 
     panels = [v for v in REWARDS if rows_all and all(v in r for r in rows_all)] or ["gold_reward"]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for ax, value in zip(axes[0], panels):
+        xs, ys = [], [sft[value]] if sft.get(value) is not None else []
         for i, (algo, rows) in enumerate(pts.items()):
             if not rows:
                 continue
@@ -125,15 +129,29 @@ def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95) 
             seeds = max(r["n_seeds"] for r in rows)
             label = f"{algo} ({STAGES[algo].kl_knob}, ≤{seeds} seeds)"
             x, y = [r["kl"] for r in rows], [r[value] for r in rows]
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", capsize=3, color=f"C{i}", label=label)
+            bars = {"elinewidth": 0.8, "capsize": 2, "ecolor": matplotlib.colors.to_rgba(f"C{i}", 0.35)}
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", label=label, **bars)
             for r in rows:
                 ax.annotate(f"{r['coef']}", (r["kl"], r[value]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            own = [r for r in run_records if r["algo"] == algo and r.get(value) not in (None, "")]
+            run_x, run_y = [float(r["kl"]) for r in own], [float(r[value]) for r in own]
+            ax.scatter(run_x, run_y, s=12, color=f"C{i}", alpha=0.4)
+            if len(own) >= 3 and len(set(run_x)) >= 2:
+                slope, intercept = np.polyfit(run_x, run_y, 1)
+                ends = np.array([min(run_x), max(run_x)])
+                ax.plot(ends, intercept + slope * ends, ls="--", lw=1, color=f"C{i}")
+            xs, ys = xs + x + run_x, ys + y + run_y
         if sft.get(value) is not None:
             ax.axhline(sft[value], color="grey", ls="--", lw=1, label="SFT")
+        if xs:
+            pad_x, pad_y = 0.15 * (max(xs) - min(xs) or 1), 0.15 * (max(ys) - min(ys) or 1)
+            ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+            ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
         ax.set_xlabel("KL(π ‖ π_SFT), nats per response (eval prompts)")
         ax.set_ylabel(f"mean {REWARDS.get(value, value)}")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Reward–KL frontier (labels: the KL coefficient; bars: {level:.0%} intervals)")
+    title = f"Reward–KL frontier (labels: the KL coefficient; bars: {level:.0%} intervals; dots: runs; dashed: a line"
+    fig.suptitle(title + " per algorithm)", fontsize=10)
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
