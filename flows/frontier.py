@@ -25,7 +25,7 @@ from flows.common import mlflow_setup, read_params
 from flows.experiments import exp_show, run_batch, seed_settings
 from flows.paths import METRICS, PLOTS, ROOT
 from tasks import config
-from tasks.eval.dvc_experiments import read_records
+from tasks.eval.dvc_experiments import read_records, setup_key
 from tasks.eval.frontier import REWARDS, matched_kl, merge, plot, points, runs, write_points, write_runs
 from tasks.runtime.errors import die_cleanly
 from tasks.runtime.files import write_json
@@ -57,8 +57,11 @@ def sweep() -> list[str]:
 
 
 def collect_and_plot(forget: bool = False) -> dict:
-    level = config.load("seeds", read_params()).level
-    run_records = merge([] if forget else read_records(RUNS), runs(exp_show()))
+    params = read_params()
+    level, setup, recorded = config.load("seeds", params).level, setup_key(params), [] if forget else read_records(RUNS)
+    run_records = merge(recorded, runs(exp_show()), setup)
+    if other := sum(r.get("setup") != setup for r in recorded):
+        print(f"frontier: {other} recorded runs of another setup (base, data, labels, sft, rm, eval params) left out")
     pts = points(run_records, level)
     write_points(pts, METRICS / "frontier")
     write_runs(run_records, RUNS)

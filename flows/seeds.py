@@ -33,6 +33,7 @@ from tasks.eval.dvc_experiments import (
     round_gains,
     seed_champions,
     seed_runs,
+    setup_key,
     write_runs,
 )
 from tasks.eval.report import seeds_figure
@@ -71,13 +72,17 @@ def report(cfg, batch: str | None, forget: bool = False) -> dict:
     batch, recorded = batch or latest_batch(shown), [] if forget else read_records(RECORD)
     if batch is None and not recorded:
         raise PipelineError("no seeds experiments yet: run `python -m flows.seeds run` first")
-    runs = merge_seed_runs(recorded, seed_runs(shown, batch) if batch else {})
+    runs = merge_seed_runs(recorded, seed_runs(shown, batch) if batch else {}, setup := setup_key(read_params()))
+    if other := sum(r.get("setup") != setup for r in recorded):
+        print(f"seeds: {other} recorded runs of another setup (base, data, labels, sft, rm, eval params) left out")
     if not runs or max(len(r) for r in runs.values()) < 2:
         raise PipelineError(f"{batch or RECORD.name}: fewer than 2 seeds with eval metrics; nothing to aggregate")
     summary = aggregate(runs, cfg.level)
     write_runs(runs, METRICS / "seeds")
     fresh_champions = seed_champions(shown, batch) if batch else []
-    champions = merge_records([] if forget else recorded_champions(), fresh_champions, lambda c: c["seed"])
+    experiments = {r["experiment"] for rows in runs.values() for r in rows}  # a recorded decision: its run kept
+    earlier = [c for c in ([] if forget else recorded_champions()) if c["experiment"] in experiments]
+    champions = merge_records(earlier, fresh_champions, lambda c: c["seed"])
     champions, batch = sorted(champions, key=lambda c: c["seed"]), batch or "recorded"
     firsts = {a: rows for a, rows in runs.items() if " r" not in a}  # algorithms compared within round 1
     diffs, gains = differences(firsts, cfg.level), round_gains(runs, cfg.level)
@@ -85,7 +90,7 @@ def report(cfg, batch: str | None, forget: bool = False) -> dict:
         SUMMARY,
         {
             "batch": batch,
-            "experiments": sorted({r["experiment"] for rows in runs.values() for r in rows}),  # recorded ones too
+            "experiments": sorted(experiments),  # recorded ones too
             "level": cfg.level,
             "algorithms": summary,
             "differences": diffs,

@@ -13,20 +13,23 @@ def test_frontier_keeps_recorded_runs_and_counts_a_seed_once(tmp_path):
     from tasks.eval.dvc_experiments import read_records
     from tasks.eval.frontier import merge, points, write_runs
 
-    def run(name, coef, seed, kl):
+    def run(name, coef, seed, kl, setup="S"):
         interval = {"kl": kl, "kl_ci_low": kl - 0.1, "kl_ci_high": kl + 0.1}
-        return {"experiment": name, "algo": "ppo", "coef": coef, "seed": seed, **interval}
+        return {"experiment": name, "algo": "ppo", "coef": coef, "seed": seed, "setup": setup, **interval}
 
-    write_runs([run("frontier-a-0-s0", 0.05, 0, 1.0), run("workspace", 0.02, 0, 3.0)], tmp_path / "runs.csv")
+    other_task = run("frontier-z-0-s2", 0.05, 2, 9.0, setup="another model")  # never merged
+    write_runs(
+        [run("frontier-a-0-s0", 0.05, 0, 1.0), run("workspace", 0.02, 0, 3.0), other_task], tmp_path / "runs.csv"
+    )
     recorded = read_records(tmp_path / "runs.csv")  # strings, as a CSV gives them back
     assert recorded[0]["coef"] == "0.02" and recorded[0]["seed"] == "0"  # sorted by coefficient
     fresh = [run("frontier-b-0-s1", 0.05, 1, 2.0), run("workspace", 0.02, 0, 5.0), run("frontier-c-0-s1", 0.05, 1, 4.0)]
-    merged = merge(recorded, fresh)
+    merged = merge(recorded, fresh, "S")
     assert sorted(r["experiment"] for r in merged) == ["frontier-a-0-s0", "frontier-c-0-s1", "workspace"]
     pts = {p["coef"]: p for p in points(merged)["ppo"]}
     assert pts[0.05]["n_seeds"] == 2 and pts[0.05]["kl"] == pytest.approx(2.5)  # 1.0 recorded, 4.0 the newer s1
     assert pts[0.02]["n_seeds"] == 1 and pts[0.02]["kl"] == 5.0  # the workspace now, not the recorded one
-    unseeded = merge([], [run("x", 0.1, None, 1.0), run("y", 0.1, None, 2.0)])
+    unseeded = merge([], [run("x", 0.1, None, 1.0), run("y", 0.1, None, 2.0)], "S")
     assert points(unseeded)["ppo"][0]["n_seeds"] == 2
 
 
@@ -45,16 +48,25 @@ def test_frontier_sweep_adds_the_default_coefficients_under_the_other_seeds():
 
 
 def test_seeds_record_keeps_every_round_and_a_batch_replaces_its_own_seeds(tmp_path):
-    def row(name, seed, win):
-        return {"experiment": name, "seed": seed, "win_rate": win, "kl": 2.0 + seed, "win_rate_ci_low": win - 0.1}
+    def row(name, seed, win, setup="S"):
+        return {
+            "experiment": name,
+            "seed": seed,
+            "setup": setup,
+            "win_rate": win,
+            "kl": 2.0 + seed,
+            "win_rate_ci_low": win - 0.1,
+        }
 
     session_a = {"ppo": [row("seeds-a-s0", 0, 0.6), row("seeds-a-s1", 1, 0.7)], "ppo r2": [row("seeds-a-s1", 1, 0.8)]}
+    session_a["dpo"] = [row("seeds-x-s3", 3, 0.9, setup="another model")]  # another task's run: never merged
     write_runs(session_a, tmp_path)
     recorded = read_records(tmp_path / "runs.csv")
-    assert {(r["algo"], r["seed"]) for r in recorded} == {("ppo", "0"), ("ppo", "1"), ("ppo r2", "1")}
+    assert {(r["algo"], r["seed"]) for r in recorded} == {("dpo", "3"), ("ppo", "0"), ("ppo", "1"), ("ppo r2", "1")}
     assert read_records(tmp_path / "ppo.csv")[1]["win_rate"] == "0.7"  # what dvc plots draws: round 1 only
     session_b = {"ppo": [row("seeds-b-s0", 0, 0.65), row("seeds-b-s2", 2, 0.75)], "ppo r2": [row("seeds-b-s2", 2, 0.9)]}
-    merged = merge_seed_runs(recorded, session_b)
+    merged = merge_seed_runs(recorded, session_b, "S")
+    assert "dpo" not in merged
     assert [(r["experiment"], r["seed"], r["win_rate"]) for r in merged["ppo"]] == [
         ("seeds-b-s0", 0, 0.65),  # the batch's seed 0 over the recorded one
         ("seeds-a-s1", 1, 0.7),  # recorded, typed back: int seed, float metrics
@@ -62,7 +74,9 @@ def test_seeds_record_keeps_every_round_and_a_batch_replaces_its_own_seeds(tmp_p
     ]
     assert [r["seed"] for r in merged["ppo r2"]] == [1, 2] and merged["ppo r2"][0]["kl"] == 3.0
     assert "algo" not in merged["ppo"][0] and "win_rate_gold" not in merged["ppo"][1]  # empty cells dropped
-    assert merge_seed_runs([], session_b) == {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in session_b.items()}
+    assert merge_seed_runs([], session_b, "S") == {
+        a: sorted(rows, key=lambda r: r["seed"]) for a, rows in session_b.items()
+    }
 
 
 def test_matched_kl_reads_every_algorithm_s_line_at_the_middle_of_their_common_range():

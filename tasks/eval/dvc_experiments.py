@@ -5,6 +5,8 @@ record of runs (a CSV in git) that keeps them once the experiments are gone."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +19,17 @@ from tasks.sections.stages import POLICY_STAGES
 # each where every run has it: win_rate is the gate judge's; gold where the task has a scorer, the RMs where trained
 AGGREGATED = ("win_rate", "win_rate_gold", "gold_reward", "win_rate_heldout_rm", "heldout_rm_score", "kl", "rm_score")
 LATER_ROUND = re.compile(r"metrics/rounds/(\d+)/eval/(\w+)\.json")  # iterated RLHF: round r's evaluation
+
+
+# the params that make two runs the same task (model, data, labels, SFT, RM, eval): runs recorded under others are
+# not merged; the policy stages' own params (the swept knobs, the seeds) and compute are left out on purpose
+SETUP_SECTIONS = ("base", "prepare", "sft", "sample", "labels", "rm", "eval")
+
+
+def setup_key(params: dict) -> str:
+    """A short fingerprint of params.yaml's SETUP_SECTIONS."""
+    task = json.dumps({k: params.get(k) for k in SETUP_SECTIONS}, sort_keys=True, default=str)
+    return hashlib.sha256(task.encode()).hexdigest()[:12]
 
 
 def walk(node):
@@ -83,13 +96,13 @@ def seed_runs(exp_show: list, batch: str) -> dict[str, list[dict]]:
     """{algo: [{experiment, seed, <eval metrics>}]} of the experiments named <batch>-s<seed>, one per seed."""
     out: dict[str, list[dict]] = {a: [] for a in POLICY_STAGES}
     seen = set()
-    for name, _, metrics in revisions(exp_show, f"{batch}-s"):
+    for name, params, metrics in revisions(exp_show, f"{batch}-s"):
         seed = int(name.rsplit("-s", 1)[1])
         if seed in seen:
             continue  # the same experiment listed twice (under its baseline and its branch): one result
         seen.add(seed)
         for algo, m in metrics.items():
-            out.setdefault(algo, []).append({"experiment": name, "seed": seed, **m})
+            out.setdefault(algo, []).append({"experiment": name, "seed": seed, "setup": setup_key(params), **m})
     return {a: sorted(rows, key=lambda r: r["seed"]) for a, rows in out.items() if rows}
 
 
@@ -195,21 +208,15 @@ def merge_records(recorded: list[dict], fresh: list[dict], key) -> list[dict]:
     return list(merged.values())
 
 
-SEED_RECORD = ["experiment", "algo", "seed", *AGGREGATED, "win_rate_ci_low", "win_rate_ci_high"]
+SEED_RECORD = ["experiment", "algo", "seed", "setup", *AGGREGATED, "win_rate_ci_low", "win_rate_ci_high"]
 
 
-def merge_seed_runs(recorded: list[dict], runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """A seeds batch's runs with the ones recorded before (runs.csv): one run per (algorithm, seed), the batch's
-    over the record. So a seed run in another session or checkout still counts."""
+def merge_seed_runs(recorded: list[dict], runs: dict[str, list[dict]], setup: str) -> dict[str, list[dict]]:
+    """A seeds batch's runs with the ones recorded before (runs.csv) under the same setup (setup_key): one run
+    per (algorithm, seed), the batch's over the record. So a seed run in another session or checkout counts."""
     fresh = [{"algo": algo, **r} for algo, rows in runs.items() for r in rows]
-    old = [
-        {
-            k: (int(v) if k == "seed" else v if k in ("experiment", "algo") else float(v))
-            for k, v in r.items()
-            if v != ""
-        }
-        for r in recorded
-    ]
+    typed = {"seed": int, "experiment": str, "algo": str, "setup": str}  # the rest are metrics
+    old = [{k: typed.get(k, float)(v) for k, v in r.items() if v != ""} for r in recorded if r.get("setup") == setup]
     out: dict[str, list[dict]] = {}
     for r in merge_records(old, fresh, key=lambda r: (r["algo"], int(r["seed"]))):
         out.setdefault(r["algo"], []).append({k: v for k, v in r.items() if k != "algo"})

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from tasks.eval import stats
-from tasks.eval.dvc_experiments import merge_records, param, revisions, write_records
+from tasks.eval.dvc_experiments import merge_records, param, revisions, setup_key, write_records
 from tasks.runtime.files import atomic_path
 from tasks.sections.stages import POLICY_STAGES, STAGES
 
 VALUES = ("kl", "gold_reward", "heldout_rm_score", "win_rate_gold", "win_rate")  # each where every seed has it
 INTERVALS = [f"{v}{s}" for v in VALUES for s in ("", "_ci_low", "_ci_high")]
 COLUMNS = ["experiments", "coef", "n_seeds", *INTERVALS]
-RUN_COLUMNS = ["experiment", "algo", "coef", "seed", *INTERVALS]
+RUN_COLUMNS = ["experiment", "algo", "coef", "seed", "setup", *INTERVALS]
 REWARDS = {
     "gold_reward": "gold reward (the task's scorer)",
     "heldout_rm_score": "held-out RM score (a judge no policy saw)",
@@ -38,23 +38,24 @@ def runs(exp_show: list) -> list[dict]:
             coef = param(params, STAGES[algo].kl_knob) or param(params, "ppo.kl.coef")  # rto, rloo may inherit ppo's
             seed = param(params, f"{algo}.seed")
             seed = param(params, "ppo.seed") if seed is None else seed  # rto, grpo, rloo may take ppo's
-            record = {"experiment": rev, "algo": algo, "coef": coef, "seed": seed}
+            record = {"experiment": rev, "algo": algo, "coef": coef, "seed": seed, "setup": setup_key(params)}
             for v in (v for v in VALUES if v in m):
                 record |= {v: m[v], **{f"{v}{s}": m.get(f"{v}{s}", m[v]) for s in ("_ci_low", "_ci_high")}}
             out.setdefault((algo, coef, m["kl"]), record)  # listed twice (baseline and branch): one run
     return list(out.values())
 
 
-def merge(recorded: list[dict], fresh: list[dict]) -> list[dict]:
-    """The runs recorded by an earlier plot (runs.csv) with the ones DVC lists now: one run per (algorithm,
-    coefficient, seed), DVC's over a recorded one and a newer experiment over an older. Keeps a sweep's points
-    across checkouts, `dvc exp gc` and a sweep finished in another session."""
+def merge(recorded: list[dict], fresh: list[dict], setup: str) -> list[dict]:
+    """The runs recorded by an earlier plot (runs.csv) under the same setup (setup_key: model, data, labels, SFT,
+    RM, eval) with the ones DVC lists now: one run per (algorithm, coefficient, seed), DVC's over a recorded one
+    and a newer experiment over an older. Keeps a sweep's points across checkouts, `dvc exp gc` and a sweep
+    finished in another session, and never mixes in another task's."""
 
     def key(r):
         seed = "" if r.get("seed") is None else str(r["seed"])
         return r["algo"], float(r["coef"]), seed or r["experiment"]  # no seed known: every run its own
 
-    return merge_records(recorded, fresh, key)
+    return merge_records([r for r in recorded if r.get("setup") == setup], fresh, key)
 
 
 def points(run_records: list[dict], level: float = 0.95) -> dict[str, list[dict]]:
