@@ -70,7 +70,7 @@ def collect_and_plot(forget: bool = False) -> dict:
     plot(pts, json.loads(sft.read_text()) if sft.exists() else {}, PNG, level, run_records)
     matched = {v: matched_kl(run_records, v, level) for v in REWARDS}
     write_json(MATCHED, matched)
-    mlflow = mlflow_setup(read_params())
+    mlflow = mlflow_setup(params)
     with mlflow.start_run(run_name=f"frontier-{time.strftime('%Y%m%d-%H%M%S')}", tags={"stage": "frontier"}):
         mlflow.log_artifact(str(PNG))
         mlflow.log_metrics({f"{a}_points": len(r) for a, r in pts.items()})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-
 from tasks.eval import stats
 from tasks.eval.dvc_experiments import merge_records, param, revisions, setup_key, write_records
 from tasks.runtime.files import atomic_path
@@ -138,9 +136,9 @@ def plot(pts: dict[str, list[dict]], sft: dict, png: Path, level: float = 0.95, 
             run_x, run_y = [float(r["kl"]) for r in own], [float(r[value]) for r in own]
             ax.scatter(run_x, run_y, s=12, color=f"C{i}", alpha=0.4)
             if len(own) >= 3 and len(set(run_x)) >= 2:
-                slope, intercept = np.polyfit(run_x, run_y, 1)
-                ends = np.array([min(run_x), max(run_x)])
-                ax.plot(ends, intercept + slope * ends, ls="--", lw=1, color=f"C{i}")
+                ends = [min(run_x), max(run_x)]  # the line matched_kl reads, drawn over the runs' KL range
+                line = [stats.line_at(run_x, run_y, end, level)["mean"] for end in ends]
+                ax.plot(ends, line, ls="--", lw=1, color=f"C{i}")
             xs, ys = xs + x + run_x, ys + y + run_y
         if sft.get(value) is not None:
             ax.axhline(sft[value], color="grey", ls="--", lw=1, label="SFT")
