@@ -9,6 +9,7 @@ from flows.paths import COMPARISONS, ROUND, comparisons_dir, model_dir
 from flows.round_inputs import rm_inputs
 from flows.stages import check_batches_split, checkpoint_dir, register, train_in_processes
 from tasks import config
+from tasks.eval import stats
 from tasks.runtime.device import run_context
 from tasks.runtime.files import atomic_path, read_jsonl
 from tasks.runtime.result import TrainResult
@@ -45,15 +46,31 @@ def log_label_report() -> None:
 @task(name="rm-on-every-round")
 def across_rounds(rm_dir) -> dict:
     """This round's RM on every round's held-out pairs, and the previous round's RM on this round's: the shift in
-    what it is asked to judge, which a new RM is meant to fix."""
+    what it is asked to judge, which a new RM is meant to fix. The two on this round's pairs are compared with a
+    paired bootstrap over prompts (eval's resamples, seed and level): new minus previous, labels' and gold's."""
     params = read_params()
     cfg, ctx = config.load("rm", params), run_context(config.load("compute", params), "rm")
-    out = {}
+    out, now = {}, {}
     for r in range(1, ROUND + 1):
-        m = heldout_accuracy(rm_dir, read_jsonl(comparisons_dir(r) / "pairs.jsonl"), cfg, ctx)
-        out |= {f"heldout_accuracy_r{r}": m["accuracy"], f"heldout_n_pairs_r{r}": m["n_pairs"]}
+        now = heldout_accuracy(rm_dir, read_jsonl(comparisons_dir(r) / "pairs.jsonl"), cfg, ctx)
+        out |= {f"heldout_accuracy_r{r}": now["accuracy"], f"heldout_n_pairs_r{r}": now["n_pairs"]}
     before = heldout_accuracy(model_dir("rm", ROUND - 1), read_jsonl(comparisons_dir(ROUND) / "pairs.jsonl"), cfg, ctx)
     out[f"previous_rm_heldout_accuracy_r{ROUND}"] = before["accuracy"]
+    if "gold_accuracy" in before:
+        out[f"previous_rm_heldout_gold_accuracy_r{ROUND}"] = before["gold_accuracy"]
+    return out | new_minus_previous(now["per_prompt"], before["per_prompt"], config.load("eval", params))
+
+
+def new_minus_previous(new: dict, previous: dict, ev) -> dict:
+    """rm_gain_r<r> (label accuracy) and rm_gold_gain_r<r>, each with _se, _ci_low, _ci_high: this round's RM minus
+    the previous round's on this round's held-out pairs (stats.share_difference)."""
+    indices = stats.bootstrap_indices(len(new["totals"]), ev.bootstrap_resamples, ev.seed)
+    out = {}
+    for name, hits, totals in (("rm_gain", "hits", "totals"), ("rm_gold_gain", "gold_hits", "gold_totals")):
+        if sum(new[totals]) == 0:
+            continue
+        d = stats.share_difference(new[hits], previous[hits], new[totals], indices, ev.ci_level)
+        out |= stats.flat(f"{name}_r{ROUND}", {"mean": d["diff"], "se": d["se"], "lo": d["lo"], "hi": d["hi"]})
     return out
 
 

@@ -26,10 +26,11 @@ from tasks.sections.stages import POLICY_STAGES
 DVC_YAML = ROOT / "dvc.yaml"
 ROUND_STAGES = ("sample", "labels", "rm", *POLICY_STAGES, "eval", "champion")
 ROUND_MODELS = ("rm", *POLICY_STAGES)
-# the rounds keys each stage reads (never rounds.count: raising it must leave the earlier rounds as they are)
+# the keys only a later round's stage reads (never rounds.count: raising it must leave the earlier rounds as they
+# are); its rm compares itself with the previous round's on eval's bootstrap
 ROUND_PARAMS = {
     "sample": ["rounds.prompts", "rounds.sample_from"],
-    "rm": ["rounds.rm"],
+    "rm": ["rounds.rm", "eval.bootstrap_resamples", "eval.seed", "eval.ci_level"],
     "dpo": ["rounds.policies", "rounds.dpo_pairs"],
     "policy": ["rounds.policies"],
 }

@@ -61,6 +61,8 @@ def test_round_two_learns_from_the_round_one_champion(project):
     assert rm["n_pairs"] == pairs
     for key in ("heldout_accuracy_r1", "heldout_accuracy_r2", "previous_rm_heldout_accuracy_r2"):  # and round 1's
         assert 0 <= rm[key] <= 1  # RM on round 2's pairs: the shift a new RM is meant to fix
+    gain = rm["heldout_accuracy_r2"] - rm["previous_rm_heldout_accuracy_r2"]  # with its paired bootstrap interval
+    assert rm["rm_gain_r2"] == pytest.approx(gain) and rm["rm_gain_r2_ci_low"] <= gain <= rm["rm_gain_r2_ci_high"]
     rating = read(root, "metrics/rounds/2/rating.json")["ratings"]
     assert (
         set(rating) == {"sft", *(f"{a} r{r}" for a in ("ppo", "dpo", "rto") for r in (1, 2))}

@@ -92,3 +92,26 @@ def test_a_fitted_line_read_at_one_x_against_hand_computed_values():
     assert d["lo"] == pytest.approx(1.75 - 12.7062 * 0.739510, rel=1e-4) and not d["significant"]
     tight = difference_of_fits({**a, "se": 0.1, "dof": 6}, {**b, "se": 0.1, "dof": 6}, 0.95)
     assert tight["dof"] == pytest.approx(12.0) and tight["significant"]  # (2·0.01)² / (2·0.0001/6) = 12
+
+
+def test_share_difference_hand_computed_with_given_resamples():
+    # a gets 2, 1, 0 of each prompt's 2 pairs right, b 1 of each: Δ = (3 - 3) / 6 = 0. Over the 4 given
+    # resamples of prompts, Δ* = (6-3)/6, (1-3)/6, (3-3)/6, (5-3)/6 = 12, -8, 0, 8 (in 24ths): mean 3/24,
+    # squared deviations 81 + 121 + 9 + 25 = 236, se = √(236/3)/24; 25 %/75 % quantiles (linear) -1/12, 3/8.
+    indices = np.array([[0, 0, 0], [1, 2, 2], [0, 1, 2], [0, 0, 1]])
+    d = stats.share_difference([2, 1, 0], [1, 1, 1], [2, 2, 2], indices, level=0.5)
+    assert d["diff"] == 0.0 and d["n_prompts"] == 3
+    assert d["se"] == pytest.approx(math.sqrt(236 / 3) / 24)
+    assert (d["lo"], d["hi"]) == (pytest.approx(-1 / 12), pytest.approx(3 / 8))
+    assert not d["significant"]
+
+
+def test_share_difference_of_a_model_with_itself_is_zero_and_a_clear_gain_is_significant():
+    rng = np.random.default_rng(0)
+    totals = np.full(40, 15)
+    b = rng.binomial(15, 0.6, size=40)
+    indices = stats.bootstrap_indices(40, 500, seed=1)
+    same = stats.share_difference(b, b, totals, indices, 0.95)
+    assert (same["diff"], same["lo"], same["hi"], same["significant"]) == (0.0, 0.0, 0.0, False)
+    better = stats.share_difference(np.minimum(b + 4, 15), b, totals, indices, 0.95)
+    assert better["lo"] > 0 and better["significant"]

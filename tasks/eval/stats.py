@@ -134,3 +134,23 @@ def difference_of_fits(a: dict, b: dict, level: float) -> dict:
         "dof": dof,
         "significant": bool(lo > 0 or hi < 0),
     }
+
+
+def share_difference(hits_a, hits_b, totals, indices: np.ndarray, level: float) -> dict:
+    """Difference of two shares of the same items grouped by prompt (two reward models' accuracy on the same held-out
+    pairs), paired bootstrap over prompts: Δ = Σ_p a_p / Σ_p n_p − Σ_p b_p / Σ_p n_p (a_p, b_p: items of prompt p each
+    gets right, n_p: its items); Δ*_b the same over the prompts I_b; se = std_b(Δ*_b), [lo, hi] its percentiles.
+    A prompt's pairs share completions, so the prompt, not the pair, is the unit resampled."""
+    a, b, n = (np.asarray(v, dtype=float) for v in (hits_a, hits_b, totals))
+    diff = float((a.sum() - b.sum()) / n.sum())
+    resampled = (a[indices].sum(axis=1) - b[indices].sum(axis=1)) / n[indices].sum(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(resampled, [alpha, 1.0 - alpha])
+    return {
+        "diff": diff,
+        "se": float(resampled.std(ddof=1)),
+        "lo": float(lo),
+        "hi": float(hi),
+        "n_prompts": len(n),
+        "significant": bool(lo > 0 or hi < 0),
+    }

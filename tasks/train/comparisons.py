@@ -111,17 +111,29 @@ def collate_groups(groups: list[ComparisonGroup], pad_id: int) -> dict:
     return batch
 
 
+def prompt_hits(groups: list[ComparisonGroup], rewards: list[list[float]]) -> dict[str, list[int]]:
+    """Per prompt: how many of its pairs the rewards order like the label (hits, of totals) and like the noiseless
+    gold order (gold_hits, of gold_totals: gold ties skipped). Paired comparisons of two RMs resample these."""
+    out: dict[str, list[int]] = {"hits": [], "totals": [], "gold_hits": [], "gold_totals": []}
+    for g, r in zip(groups, rewards):
+        right = [r[pair.chosen] > r[pair.rejected] for pair in g.pairs]
+        ranked = [ok == (p.gold_chosen > p.gold_rejected) for p, ok in zip(g.pairs, right) if _gold_ranked(p)]
+        out["hits"].append(sum(right))
+        out["totals"].append(len(right))
+        out["gold_hits"].append(sum(ranked))
+        out["gold_totals"].append(len(ranked))
+    return out
+
+
+def _gold_ranked(pair: Pair) -> bool:
+    return pair.gold_chosen is not None and pair.gold_rejected is not None and pair.gold_chosen != pair.gold_rejected
+
+
 def accuracies(groups: list[ComparisonGroup], rewards: list[list[float]]) -> dict:
     """Share of pairs the rewards order like the label, and like the noiseless gold order (gold ties skipped)."""
-    lab, gold = [], []
-    for g, r in zip(groups, rewards):
-        for pair in g.pairs:
-            right = r[pair.chosen] > r[pair.rejected]
-            lab.append(right)
-            gc, gr = pair.gold_chosen, pair.gold_rejected
-            if gc is not None and gc != gr:
-                gold.append(right == (gc > gr))
-    out = {"accuracy": sum(lab) / max(len(lab), 1), "n_pairs": len(lab)}
-    if gold:
-        out["gold_accuracy"] = sum(gold) / len(gold)
+    per_prompt = prompt_hits(groups, rewards)
+    n = sum(per_prompt["totals"])
+    out = {"accuracy": sum(per_prompt["hits"]) / max(n, 1), "n_pairs": n}
+    if gold_n := sum(per_prompt["gold_totals"]):
+        out["gold_accuracy"] = sum(per_prompt["gold_hits"]) / gold_n
     return out

@@ -19,7 +19,7 @@ from tasks.losses import reward_model_loss
 from tasks.runtime.context import SINGLE_PROCESS, RunContext, to_device
 from tasks.runtime.device import seed_everything
 from tasks.runtime.result import TrainResult
-from tasks.train.comparisons import ComparisonGroup, accuracies, build_groups, collate_groups
+from tasks.train.comparisons import ComparisonGroup, accuracies, build_groups, collate_groups, prompt_hits
 from tasks.train.loop import fit
 
 NORM_FILE = "reward_norm.json"
@@ -153,8 +153,9 @@ def load_reward_norm(rm_dir: Path) -> dict:
 
 def heldout_accuracy(rm_dir: Path, pairs: list[dict], cfg, ctx: RunContext = SINGLE_PROCESS) -> dict:
     """A trained RM on the held-out prompts of `pairs` (the same hash split as training): {accuracy, gold_accuracy,
-    n_pairs}. Iterated RLHF reports every round's RM on every round's held-out pairs, and the previous round's RM
-    on the new round's (the distribution shift a new RM is meant to fix)."""
+    n_pairs, per_prompt: prompt_hits}. Iterated RLHF reports every round's RM on every round's held-out pairs, and
+    the previous round's RM on the new round's (the distribution shift a new RM is meant to fix)."""
     model, tok = load_scalar_model(rm_dir, ctx.device)
     _, held = build_groups(pairs, tok, cfg, cfg.use_margin)
-    return accuracies(held, score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, ctx, cfg.pooling))
+    rewards = score_groups(model, held, tok.pad_token_id, cfg.eval_batch_size, ctx, cfg.pooling)
+    return {**accuracies(held, rewards), "per_prompt": prompt_hits(held, rewards)}
