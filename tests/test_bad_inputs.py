@@ -266,6 +266,13 @@ BAD = [
         "params.yaml: seeds.level: Input should be greater",
     ),
     (
+        "no-seeds",
+        "flows.seeds",
+        {"seeds": {"values": []}},
+        None,
+        "params.yaml: seeds: seeds.values needs at least one seed",
+    ),
+    (
         "duplicate-seeds",
         "flows.seeds",
         {"seeds": {"values": [0, 1, 1]}},

@@ -197,7 +197,8 @@ class FrontierConfig(Section):
 
 class SeedsConfig(Section):
     values: list[int] = Field(
-        default_factory=lambda: [0, 1, 2], description="the seeds: one DVC experiment each (make seeds N=3: 0..N-1)"
+        default_factory=lambda: [0, 1, 2],
+        description="the seeds: one DVC experiment each (make seeds N=3: 0..N-1); one more adds to the recorded ones",
     )
     stages: list[Stage] = Field(
         default_factory=lambda: ["ppo", "dpo", "rto"],
@@ -211,7 +212,7 @@ class SeedsConfig(Section):
     _l = field_validator("level", mode="before")(no_nan)
 
     @model_validator(mode="after")
-    def _two(self):
-        if len(self.values) < 2:
-            raise ValueError("seeds.values needs at least 2 seeds for an interval over seeds")
+    def _some(self):  # one seed is enough to add to those recorded before (the report needs two in all)
+        if not self.values:
+            raise ValueError("seeds.values needs at least one seed")
         return self
