@@ -96,3 +96,18 @@ def test_matched_kl_reads_every_algorithm_s_line_at_the_middle_of_their_common_r
         0.375
     )
     assert m["ppo_vs_dpo"]["difference"]["diff"] == pytest.approx(1.75)
+
+
+def test_the_setup_fingerprint_counts_the_rounds_only_where_there_are_later_rounds():
+    import yaml
+
+    from flows.paths import ROOT
+    from tasks.eval.dvc_experiments import setup_key
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    one = setup_key(params)
+    assert setup_key({**params, "rounds": {**params["rounds"], "rm": "continue"}}) == one  # one round: unread
+    two = setup_key({**params, "rounds": {**params["rounds"], "count": 2}})
+    assert two != one  # a report of one round never merges a recorded round 2
+    assert setup_key({**params, "rounds": {**params["rounds"], "count": 2, "rm": "continue"}}) != two
+    assert setup_key({**params, "ppo": {**params["ppo"], "seed": 7}}) == one  # the policy stages' own: not the task

@@ -27,9 +27,13 @@ SETUP_SECTIONS = ("base", "prepare", "sft", "sample", "labels", "rm", "eval")
 
 
 def setup_key(params: dict) -> str:
-    """A short fingerprint of params.yaml's SETUP_SECTIONS."""
-    task = json.dumps({k: params.get(k) for k in SETUP_SECTIONS}, sort_keys=True, default=str)
-    return hashlib.sha256(task.encode()).hexdigest()[:12]
+    """A short fingerprint of params.yaml's SETUP_SECTIONS, and of the rounds section where there are later rounds
+    (their comparisons, RM and policies: a round-2 run is another task's; with one round the section is unread)."""
+    task = {k: params.get(k) for k in SETUP_SECTIONS}
+    rounds = params.get("rounds") or {}
+    if int(rounds.get("count", 1)) > 1:
+        task["rounds"] = rounds
+    return hashlib.sha256(json.dumps(task, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def walk(node):
