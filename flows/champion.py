@@ -9,10 +9,10 @@ from prefect import flow, task
 
 from flows import tracking
 from flows.common import read_params, run_stage, stage_run, write_metrics
-from flows.paths import ROOT, ROUND, STAGE_METRICS, STAGE_PLOTS
+from flows.paths import METRICS, ROOT, ROUND, STAGE_METRICS, STAGE_PLOTS, in_round
 from flows.round_inputs import standing_champion
 from tasks import config
-from tasks.eval.champion import champion_gate
+from tasks.eval.champion import champion_gate, run_standing
 from tasks.eval.report import eval_figure
 from tasks.runtime.errors import PipelineError
 from tasks.sections.stages import POLICY_STAGES
@@ -63,17 +63,22 @@ def champion_flow() -> dict:
         import mlflow
 
         mlflow.log_artifact(str(png))
-        write_metrics(STAGE, decision | standing(decision))
+        write_metrics(STAGE, decision | standing(metrics, params))
     return decision
 
 
-def standing(decision: dict) -> dict:
-    """The champion standing after this round, which the next round samples from: this round's winner, else the
-    one standing before (none yet: SFT samples)."""
-    if decision["promoted"]:
-        return {"standing_policy": decision["policy"], "standing_round": ROUND}
+def standing(metrics: dict[str, dict], params: dict) -> dict:
+    """The policy of this run standing after this round, which the next round samples from (run_standing: the
+    gate's rule against this run's earlier rounds, not against the registry's alias)."""
     before = standing_champion(ROUND - 1) if ROUND > 1 else None
-    return {"standing_policy": before[0], "standing_round": before[1]} if before else {}
+    held = None
+    if before:
+        path = in_round(METRICS, before[1]) / "eval" / f"{before[0]}.json"
+        held = {"policy": before[0], "round": before[1], **json.loads(path.read_text())}
+    judges = STAGE_METRICS / "eval" / "judges.json"
+    agreement = json.loads(judges.read_text()) if judges.exists() else {}
+    judge = config.judge_name(config.gate_judge(params))
+    return run_standing(metrics, ROUND, held, config.load(STAGE, params), judge, agreement)
 
 
 def check_gate(params: dict) -> None:

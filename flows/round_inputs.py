@@ -40,8 +40,8 @@ def standing_champion(r: int) -> tuple[str, int] | None:
 
 
 def sampler_dir(params: dict, r: int = ROUND) -> Path:
-    """The model that writes round r's comparisons: round r-1's champion (SFT while none was promoted), or round
-    r-1's policy of rounds.sample_from."""
+    """The model that writes round r's comparisons: the run's champion standing after round r-1 (SFT while none
+    stands), or round r-1's policy of rounds.sample_from."""
     if r == 1:
         return MODELS / "sft"
     cfg = config.rounds(params)

@@ -24,8 +24,9 @@ class RoundsConfig(Section):
     )
     sample_from: SampleFrom = Field(
         "champion",
-        description="who writes a later round's comparisons: the previous round's champion (SFT if none was "
-        "promoted yet), or that round's policy of the named stage",
+        description="who writes a later round's comparisons: the run's standing champion after the previous "
+        "round (the gate's rule within this run's rounds; SFT if none cleared it), or that round's policy of the "
+        "named stage",
     )
     rm: Literal["retrain", "continue"] = Field(
         "retrain",
