@@ -78,7 +78,9 @@ def standing(metrics: dict[str, dict], params: dict) -> dict:
     judges = STAGE_METRICS / "eval" / "judges.json"
     agreement = json.loads(judges.read_text()) if judges.exists() else {}
     judge = config.judge_name(config.gate_judge(params))
-    return run_standing(metrics, ROUND, held, config.load(STAGE, params), judge, agreement)
+    now, why = run_standing(metrics, ROUND, held, config.load(STAGE, params), judge, agreement)
+    print(f"standing after round {ROUND}: {now.get('standing_policy', 'sft')}: {why}")
+    return now
 
 
 def check_gate(params: dict) -> None:

@@ -57,19 +57,19 @@ def test_a_run_stands_on_its_own_rounds_not_on_the_registry():
 
     cfg = SimpleNamespace(max_kl=5.0, min_win_rate=0.55, min_judge_agreement=0.5)
     round1 = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.63, 2.0), "rto": _m(0.64, 2.1), "dpo": _m(0.79, 6.2)}
-    first = run_standing(round1, 1, None, cfg, "gold")  # whatever alias the registry holds: rto, under the cap
-    assert (first["standing_policy"], first["standing_round"]) == ("rto", 1)
+    first, _ = run_standing(round1, 1, None, cfg, "gold")  # whatever alias the registry holds: rto, under the cap
+    assert first == {"standing_policy": "rto", "standing_round": 1}
     before = {"policy": "rto", "round": 1, **round1["rto"]}
     round2 = {"sft": _m(0.5, 0.0, 0), "ppo": _m(0.66, 1.8), "rto": _m(0.60, 1.7), "dpo": _m(0.80, 7.0)}
-    kept = run_standing(round2, 2, before, cfg, "gold")  # ppo r2's [63, 69] overlaps rto r1's [61, 67]
-    assert (kept["standing_policy"], kept["standing_round"]) == ("rto", 1) and "rto r1" in kept["standing_reason"]
+    kept, why = run_standing(round2, 2, before, cfg, "gold")  # ppo r2's [63, 69] overlaps rto r1's [61, 67]
+    assert kept == {"standing_policy": "rto", "standing_round": 1} and "rto r1" in why
     clear = {**round2, "ppo": _m(0.75, 1.8)}
-    assert run_standing(clear, 2, before, cfg, "gold")["standing_policy"] == "ppo"
-    none = run_standing({"sft": _m(0.5, 0.0, 0), "ppo": _m(0.52, 1.0)}, 1, None, cfg, "gold")
-    assert "standing_policy" not in none and "SFT samples" in none["standing_reason"]
+    assert run_standing(clear, 2, before, cfg, "gold")[0] == {"standing_policy": "ppo", "standing_round": 2}
+    none, why = run_standing({"sft": _m(0.5, 0.0, 0), "ppo": _m(0.52, 1.0)}, 1, None, cfg, "gold")
+    assert none == {} and "SFT samples" in why
     doubt = {"label_agreement_gold": 0.5, "label_agreement_gold_ci_low": 0.4, "label_agreement_gold_ci_high": 0.6}
-    untrusted = run_standing(clear, 2, before, cfg, "gold", doubt)  # a judge no better than chance moves nothing
-    assert untrusted["standing_policy"] == "rto" and "agrees with the held-out labels" in untrusted["standing_reason"]
+    untrusted, why = run_standing(clear, 2, before, cfg, "gold", doubt)  # a judge no better than chance: no move
+    assert untrusted["standing_policy"] == "rto" and "agrees with the held-out labels" in why
 
 
 class Registry:

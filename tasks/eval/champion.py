@@ -127,20 +127,20 @@ def champion_gate(
 
 def run_standing(
     metrics: dict[str, dict], this_round: int, before: dict | None, cfg, judge: str, agreement: dict | None = None
-) -> dict:
+) -> tuple[dict, str]:
     """Which of this run's policies stands after round `this_round` (the next round samples from it): the round's best
     by the gate's bars (KL cap, win-rate floor, a judge that agrees with the held-out labels), unless its interval
     overlaps the one standing from an earlier round of this run, which then stays; none has cleared: {} (SFT
     samples). before: {"policy", "round", **its eval metrics} or None. The registry's alias takes no part: it may
     sit on another run's model (another seed's, last month's), and a run's rounds read only its own DVC outputs, so
-    that they reproduce. Returns {standing_policy, standing_round, standing_reason} or {standing_reason}."""
+    that they reproduce. Returns ({standing_policy, standing_round} or {}, why)."""
     held = {**before, "version": f"{before['policy']} r{before['round']}"} if before else None
     candidates = {n: {**m, "version": f"{n} r{this_round}"} for n, m in metrics.items()}
     best, why = choose_champion(candidates, cfg.max_kl, cfg.min_win_rate, held)
     doubt = untrusted(judge, agreement or {}, cfg.min_judge_agreement)
     if best and not doubt:
-        return {"standing_policy": best, "standing_round": this_round, "standing_reason": why}
+        return {"standing_policy": best, "standing_round": this_round}, why
     why = f"{why}; but {doubt}" if best else why
     if before:
-        return {"standing_policy": before["policy"], "standing_round": before["round"], "standing_reason": why}
-    return {"standing_reason": f"{why}; SFT samples the next round"}
+        return {"standing_policy": before["policy"], "standing_round": before["round"]}, why
+    return {}, f"{why}; SFT samples the next round"
