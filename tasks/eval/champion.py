@@ -43,12 +43,12 @@ def choose_champion(
         why += f"; not significantly better than {', '.join(f'{n} {iv(cleared[n])}' for n in ties)}"
     if incumbent and incumbent.get("win_rate_ci_low") is not None and incumbent.get("version") != m.get("version"):
         held = (incumbent["win_rate_ci_low"], incumbent["win_rate_ci_high"])
+        who = incumbent.get("label") or f"{incumbent.get('policy', '?')} version {incumbent['version']}"
         if stats.overlap(band, held):
-            return None, (
-                f"{why}; but its interval overlaps the incumbent's ({incumbent.get('policy', '?')} version "
-                f"{incumbent['version']}: {iv(incumbent)}), so the incumbent stays"
+            return (
+                None,
+                f"{why}; but its interval overlaps the incumbent's ({who}: {iv(incumbent)}), so the incumbent stays",
             )
-        who = f"{incumbent.get('policy', '?')} version {incumbent['version']}"
         why += f"; the incumbent ({who}: {iv(incumbent)}) is beaten"
     return best, why
 
@@ -134,7 +134,8 @@ def run_standing(
     samples). before: {"policy", "round", **its eval metrics} or None. The registry's alias takes no part: it may
     sit on another run's model (another seed's, last month's), and a run's rounds read only its own DVC outputs, so
     that they reproduce. Returns ({standing_policy, standing_round} or {}, why)."""
-    held = {**before, "version": f"{before['policy']} r{before['round']}"} if before else None
+    name = f"{before['policy']} r{before['round']}" if before else None
+    held = {**before, "version": name, "label": f"{name}, standing in this run"} if before else None
     candidates = {n: {**m, "version": f"{n} r{this_round}"} for n, m in metrics.items()}
     best, why = choose_champion(candidates, cfg.max_kl, cfg.min_win_rate, held)
     doubt = untrusted(judge, agreement or {}, cfg.min_judge_agreement)
