@@ -72,6 +72,8 @@ def round_stage(stage: dict, name: str, r: int) -> dict:
         deps += [d for d in earlier(r) if d not in deps]
     elif name in POLICY_STAGES:  # rounds.policies: continue starts it from its previous round's policy
         deps.append(round_path(f"models/{name}", r - 1))
+    if name == "champion":  # the run's standing champion is weighed on its own round's eval numbers (run_standing)
+        deps += [round_path(d, i) for i in range(1, r) for d in stage.get("deps", []) if d.startswith("metrics/eval/")]
     out["deps"] = deps
     kind = "policy" if name in POLICY_STAGES and name not in ROUND_PARAMS else name
     out["params"] = [*stage.get("params", []), *ROUND_PARAMS.get(kind, [])]

@@ -50,6 +50,8 @@ def test_three_rounds_add_two_of_every_round_stage_and_leave_round_one_as_it_was
     assert "data/eval_sft" in stages["eval_r2"]["deps"]  # SFT's side of eval, sampled once
     assert {"metrics/rounds/2/eval/dpo.json": {"cache": False}} in stages["eval_r2"]["metrics"]
     assert stages["labels_r2"].get("always_changed") is True
+    champion3 = stages["champion_r3"]["deps"]  # the standing champion's numbers, from whichever round it stands since
+    assert "metrics/eval/ppo.json" in champion3 and "metrics/rounds/2/eval/ppo.json" in champion3
 
 
 def test_generated_stages_list_every_module_they_import(tmp_path):
